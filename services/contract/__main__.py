@@ -1,0 +1,5 @@
+import sys
+
+from services.contract.cli import main
+
+sys.exit(main())
