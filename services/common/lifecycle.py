@@ -27,7 +27,9 @@ class StopEvent(threading.Event):
     signal_name: str | None = None
 
     @classmethod
-    def install(cls, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> StopEvent:
+    def install(
+        cls, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    ) -> StopEvent:
         event = cls()
 
         def _handler(signum: int, _frame: FrameType | None) -> None:

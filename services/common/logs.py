@@ -17,10 +17,8 @@ FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        ct = self.converter(record.created)
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        ct = time.gmtime(record.created)
         return time.strftime("%Y-%m-%dT%H:%M:%S", ct) + f".{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:

@@ -48,7 +48,8 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
         return int(self._server.server_port)
 
     def stop(self) -> None:

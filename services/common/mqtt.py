@@ -142,9 +142,9 @@ class MqttClient:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         props = None
-        clean_start: bool | int = paho.MQTT_CLEAN_START_FIRST_ONLY
+        clean_start: bool = True
         if self.protocol is Protocol.V5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if self._persistent:
                 props.SessionExpiryInterval = self.settings.session_expiry_s
                 clean_start = False
@@ -182,7 +182,7 @@ class MqttClient:
         return self._connected.is_set()
 
     @property
-    def paho(self) -> paho.Client:
+    def raw(self) -> paho.Client:
         """The underlying paho client, for what this wrapper does not cover."""
         return self._client
 
@@ -215,7 +215,9 @@ class MqttClient:
         self._client.ack(mid, qos)
 
     # ------------------------------------------------------------------ callbacks
-    def _wrap(self, handler: MessageHandler) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
+    def _wrap(
+        self, handler: MessageHandler
+    ) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def _call(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
             try:
                 handler(msg)
@@ -242,7 +244,7 @@ class MqttClient:
             log.error("mqtt %s: broker refused connection: %s", self.client_id, reason)
             return
         sock = client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from services.contract.limits import MAX_FUTURE_SKEW_NS, MAX_PAYLOAD_BYTES
-from services.contract.models import READING, READINGS, Reading, ReadingBatch, Message
+from services.contract.models import READING, READINGS, Message, Reading, ReadingBatch
 from services.contract.topics import ContractTopicError, DeviceTopic, parse_device_topic
 
 M = TypeVar("M", bound=Message)

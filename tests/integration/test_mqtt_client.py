@@ -59,8 +59,8 @@ def test_last_will_is_published_on_abrupt_loss(mosquitto: Mosquitto) -> None:
     try:
         assert watcher.wait_connected(10) and dev.wait_connected(10)
         # Close the socket without DISCONNECT: the broker must send the will.
-        sock = dev.paho.socket()
-        dev.paho.loop_stop()
+        sock = dev.raw.socket()
+        dev.raw.loop_stop()
         assert sock is not None
         sock.close()
         msg = got.get(timeout=20)
