@@ -104,6 +104,7 @@ class MqttClient:
         self._lock = threading.Lock()
         self._on_change = on_connection_change
         self._persistent = persistent
+        self._stopping = False
         self.connects = 0
         version = (
             MQTTProtocolVersion.MQTTv5 if self.protocol is Protocol.V5
@@ -168,6 +169,7 @@ class MqttClient:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
+        self._stopping = True
         try:
             self._client.disconnect()
         finally:
@@ -266,7 +268,7 @@ class MqttClient:
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             log.warning("mqtt %s disconnected: %s; reconnecting", self.client_id, reason)
         if self._on_change:
             self._on_change(False)

@@ -1,0 +1,1 @@
+"""``edgeloop demo``: the whole loop on one machine, on embedded defaults."""
