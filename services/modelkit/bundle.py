@@ -45,8 +45,13 @@ def write_bundle(path: Path, card: ModelCard, files: dict[str, bytes]) -> Path:
 
 
 def _check_name(name: str) -> None:
+    # Relative POSIX paths only: the report (``report/...``) and the C export (``c/...``)
+    # live in folders, but nothing may escape the bundle or alias another entry.
     p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
+    if (
+        not name or p.is_absolute() or "\\" in name or str(p) != name
+        or any(part in {"", ".", ".."} for part in p.parts)
+    ):
         raise BundleError(f"unsafe name in bundle: {name!r}")
 
 
