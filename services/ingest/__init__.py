@@ -1,0 +1,1 @@
+"""Ingest: telemetry from MQTT into storage, each (device, seq) exactly once."""
