@@ -1,0 +1,92 @@
+"""MQTT request/response on ``edgeloop/v1/infer/<model>/request``.
+
+MQTT v5 clients name their reply topic in the Response Topic property and get their
+Correlation Data echoed back; MQTT 3.1.1 clients put ``reply_to`` and ``id`` in the JSON
+payload. The reply is published with the request's QoS, so a client that asked for
+at-least-once gets it back the same way. The paho callback only queues the request:
+decoding and inference run on the workers, so the network thread keeps reading.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Protocol
+from services.contract.topics import INFER_REQUEST_ALL, ContractTopicError, parse_model_topic
+from services.inference.metrics import InferenceMetrics
+from services.inference.serving import Job, Result, Server, Transport
+
+log = logging.getLogger(__name__)
+
+
+def _valid_reply_topic(topic: str | None) -> bool:
+    return topic is not None and 0 < len(topic) <= 512 and "+" not in topic and "#" not in topic
+
+
+class MqttRequestHandler:
+    def __init__(
+        self, client: MqttClient, server: Server, metrics: InferenceMetrics,
+        topic_filter: str = INFER_REQUEST_ALL,
+    ) -> None:
+        self._client = client
+        self._server = server
+        self._metrics = metrics
+        self._filter = topic_filter
+        self._rlog = RateLimitedLog(log)
+        self._v5 = client.protocol is Protocol.V5
+
+    def start(self) -> None:
+        self._client.subscribe(self._filter, self._on_request, qos=1)
+
+    def _on_request(self, msg: paho.MQTTMessage) -> None:
+        try:
+            model, last = parse_model_topic(msg.topic)
+        except ContractTopicError:
+            self._rlog.warning("bad-topic", "ignoring request on %s", msg.topic)
+            return
+        if last != "request":
+            return
+        response_topic: str | None = None
+        correlation: bytes | None = None
+        if self._v5 and msg.properties is not None:
+            response_topic = getattr(msg.properties, "ResponseTopic", None)
+            correlation = getattr(msg.properties, "CorrelationData", None)
+        qos = min(int(msg.qos), 1)
+
+        def reply(result: Result) -> None:
+            self._reply(result, response_topic, correlation, qos)
+
+        self._server.submit(Job(model=model, transport=Transport.MQTT, reply=reply,
+                                payload=bytes(msg.payload)))
+
+    def _reply(
+        self, result: Result, response_topic: str | None, correlation: bytes | None, qos: int
+    ) -> None:
+        message = result.response if result.response is not None else result.error
+        if message is None:
+            return
+        topic = response_topic
+        if not _valid_reply_topic(topic):
+            # 3.1.1 clients (and v5 clients that prefer it) name the topic in the payload.
+            topic = result.reply_to
+        if topic is None or not _valid_reply_topic(topic):
+            self._metrics.replies_failed.inc()
+            self._rlog.warning("no-reply-topic", "request for %s has no usable reply topic; "
+                               "dropped its %s", message.model, type(message).__name__)
+            return
+        props = None
+        if self._v5 and correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self._client.publish(topic, message.to_json(), qos=qos, properties=props)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            # NO_CONN: paho keeps QoS 1 replies and sends them after reconnecting.
+            self._metrics.replies_failed.inc()
+
+
+__all__ = ["MqttRequestHandler"]
