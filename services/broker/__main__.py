@@ -1,0 +1,7 @@
+"""``python -m services.broker`` = ``edgeloop broker``."""
+
+import sys
+
+from services.broker.cli import main
+
+sys.exit(main(sys.argv[1:]))
