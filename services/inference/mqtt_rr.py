@@ -39,6 +39,7 @@ class MqttRequestHandler:
         self._filter = topic_filter
         self._rlog = RateLimitedLog(log)
         self._v5 = client.protocol is Protocol.V5
+        self._last: paho.MQTTMessageInfo | None = None
 
     def start(self) -> None:
         self._client.subscribe(self._filter, self._on_request, qos=1)
@@ -84,9 +85,16 @@ class MqttRequestHandler:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
         info = self._client.publish(topic, message.to_json(), qos=qos, properties=props)
+        self._last = info
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             # NO_CONN: paho keeps QoS 1 replies and sends them after reconnecting.
             self._metrics.replies_failed.inc()
 
-
-__all__ = ["MqttRequestHandler"]
+    def flush(self, timeout_s: float) -> None:
+        """Wait (bounded) until the last reply has left, before disconnecting."""
+        last = self._last
+        if last is not None and self._client.connected:
+            try:
+                last.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                pass  # not sent: the session keeps QoS 1 replies for the next connect

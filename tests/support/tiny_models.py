@@ -310,3 +310,40 @@ def signed_bundle(
     digest = sha256_file(path)
     sig = sign_digest(load_private_key(keys.private_path), digest)
     return SignedBundle(path, card, digest, sig, keys.key_id)
+
+
+class BundleServer:
+    """Serves a directory over real HTTP on a free loopback port, like the registry's
+    ``/v1/models/<name>/versions/<v>/bundle`` URLs that announcements point to."""
+
+    def __init__(self, directory: Path) -> None:
+        import functools
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        class _Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        handler = functools.partial(_Quiet, directory=str(directory))
+        self.directory = directory
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self) -> BundleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def write_announcement(bundle: SignedBundle, url: str = "file:local") -> Path:
+    """``<bundle>.json`` next to the bundle: what ``--bundle`` reads to verify it."""
+    path = bundle.path.with_name(bundle.path.name + ".json")
+    path.write_bytes(bundle.announcement(url).to_json())
+    return path
