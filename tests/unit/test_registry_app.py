@@ -4,6 +4,7 @@ content types, metrics. The served-by-waitress tests are in tests/integration.""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,20 @@ def test_writes_need_the_token(client: FlaskClient, tmp_path: Path,
     assert status == 200 and body["published"]["duplicate"] is True  # type: ignore[index]
     assert sample(registry, "edgeloop_registry_publishes_total", result="published") == 1
     assert sample(registry, "edgeloop_registry_publishes_total", result="duplicate") == 1
+
+
+def test_without_mqtt_http_still_works_and_says_so_once(
+    tmp_path: Path, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        client = server(tmp_path, registry).app.test_client()
+        for i in range(2):
+            status, body = upload(client, make_bundle(tmp_path / f"{i}.tar",
+                                                      payload=str(i).encode()))
+            assert (status, body["announcement"]) == (201, "disabled")
+        assert client.post("/v1/models/temp-forecast/rollback", headers=AUTH).status_code == 200
+    said = [r for r in caplog.records if "MQTT is not configured" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_no_token_means_read_only(tmp_path: Path, registry: CollectorRegistry) -> None:

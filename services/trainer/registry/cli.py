@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -189,7 +190,9 @@ def _announce_local(settings: RegistrySettings, store: RegistryStore,
     """Announce from this process (store commands without --url)."""
     announcer = Announcer(
         store, settings.base_url(), settings.mqtt,
-        client_id=f"{settings.mqtt_client_id}-cli", timeout_s=settings.announce_timeout_s,
+        # Its own id: a CLI run must not take over the server's MQTT session.
+        client_id=f"{settings.mqtt_client_id}-cli-{os.getpid()}",
+        timeout_s=settings.announce_timeout_s,
         reannounce_on_connect=False,
     )
     if not announcer.enabled:
