@@ -31,6 +31,7 @@ from services.trainer.registry.errors import (
     RegistryConflict,
     RegistryUnreachable,
 )
+from services.trainer.registry.publisher import open_publisher
 from services.trainer.registry.server import RegistryServer
 from tests.support.servers import Mosquitto, ServerProcess, free_port
 from tests.unit.test_registry_store import make_bundle
@@ -216,6 +217,18 @@ def test_client_errors_are_specific(served: RegistryServer, tmp_path: Path) -> N
     dead = RegistryClient(f"http://127.0.0.1:{free_port()}", TOKEN, timeout_s=5)
     with pytest.raises(RegistryUnreachable, match="connection refused"):
         dead.publish(make_bundle(tmp_path / "b.tar"))
+
+
+def test_a_training_job_can_check_the_registry_before_it_trains(
+    served: RegistryServer, tmp_path: Path
+) -> None:
+    open_publisher(served.base_url, token=TOKEN).check()
+    with pytest.raises(RegistryAuthError):
+        open_publisher(served.base_url, token="wrong").check()
+    with pytest.raises(RegistryUnreachable):
+        open_publisher(f"http://127.0.0.1:{free_port()}", token=TOKEN).check()
+    publisher = open_publisher(served.base_url, token=TOKEN)
+    assert publisher.publish(make_bundle(tmp_path / "b.tar")).version == 1
 
 
 def test_cli_serve_under_waitress_with_cli_promote_and_sigterm(

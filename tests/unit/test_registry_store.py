@@ -271,3 +271,32 @@ def test_concurrent_publishers_never_share_a_version(
         store.verify("temp-forecast", m.version)
     assert store.channel("temp-forecast").current in versions
     assert not [p for p in os.listdir(store.root / "temp-forecast") if p.startswith(".staging")]
+
+
+def test_open_publisher_on_a_directory(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    from services.trainer.registry.publisher import open_publisher
+
+    with pytest.raises(SigningUnavailable, match="missing"):
+        open_publisher(str(tmp_path / "reg"), signing_key=tmp_path / "absent.key")
+    unsigned = open_publisher(str(tmp_path / "reg"))
+    with pytest.raises(SigningUnavailable, match="keygen"):
+        unsigned.check()
+    pub = open_publisher(str(tmp_path / "reg"), signing_key=keys[0])
+    pub.check()
+    assert pub.publish(make_bundle(tmp_path / "b.tar")).version == 1
+    pub.close()
+    assert RegistryStore(tmp_path / "reg").channel("temp-forecast").current == 1
+
+
+def test_nothing_in_the_registry_imports_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import services.trainer.registry.cli, services.trainer.registry.server\n"
+        "import services.trainer.registry.publisher, services.modelkit.verify\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'tflite_runtime') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -289,6 +289,12 @@ def create_app(
         return resp
 
     # ------------------------------------------------------------------ writes
+    @app.get("/v1/auth")
+    def auth_check() -> Response:
+        """Lets a job check its token before it spends time training."""
+        authorize()
+        return _json({"ok": True})
+
     @app.post("/v1/models")
     def upload() -> Response:
         authorize()

@@ -172,6 +172,10 @@ class RegistryClient:
         return verify_bundle(self.fetch_bundle(name, ann.version), ann, public_key)
 
     # ------------------------------------------------------------------ writes
+    def check_token(self) -> None:
+        """Raise RegistryAuthError unless the token is accepted for writes."""
+        self._request("GET", "/v1/auth", auth=True)
+
     def publish(self, bundle_path: Path, *, approve: bool = True) -> PublishedModel:
         with bundle_path.open("rb") as f:
             data = self._json(
