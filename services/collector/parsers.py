@@ -94,10 +94,18 @@ def _reject_constant(_token: str) -> float:
 class LineParser:
     """Parses one device's lines; remembers the last CSV header it saw."""
 
-    def __init__(self, *, max_line_bytes: int = 4096, max_values: int = MAX_VALUES) -> None:
+    def __init__(
+        self,
+        *,
+        max_line_bytes: int = 4096,
+        max_values: int = MAX_VALUES,
+        header: tuple[str, ...] | None = None,
+    ) -> None:
         self.max_line_bytes = max_line_bytes
         self.max_values = max_values
-        self.header: tuple[str, ...] | None = None
+        self.header = header
+        #: A recording's header is fixed; a live device may print a new one after a reset.
+        self.header_locked = header is not None
         self._names: set[str] = set()
 
     # ------------------------------------------------------------------ entry point
@@ -120,7 +128,7 @@ class LineParser:
         if first == "@":
             return ParsedLine(LineKind.REPLY, text=line[1:].strip())
         try:
-            if first == "{":
+            if first in "{[":
                 return self._json(line)
             if ":" in line:
                 return self._key_values(line)
@@ -163,11 +171,12 @@ class LineParser:
             except ValueError:
                 break
         if len(numbers) != len(cells):
-            if not numbers and len(cells) >= 2 and all(self._valid_name(c) for c in cells):
-                if len(set(cells)) != len(cells) or len(cells) > self.max_values + len(META_KEYS):
-                    raise _BadLine(ParseError.MALFORMED)
+            if self._is_header(cells):
                 self.header = tuple(cells)
                 return ParsedLine(LineKind.HEADER, text=line)
+            if self.header is not None and len(cells) == len(self.header):
+                # A row of the right width with a cell that is not a number: a torn digit.
+                raise _BadLine(ParseError.PARTIAL)
             raise _BadLine(ParseError.PARTIAL if numbers else ParseError.MALFORMED)
         header = self.header
         if header is None:
@@ -239,6 +248,21 @@ class LineParser:
             LineKind.READING, values=values, device_seq=seq, device_ms=ms, flags=flags
         )
 
+    def _is_header(self, cells: list[str]) -> bool:
+        if self.header_locked or len(cells) < 2 or len(set(cells)) != len(cells):
+            return False
+        if len(cells) > self.max_values + len(META_KEYS):
+            return False
+        for cell in cells:
+            if not self._valid_name(cell):
+                return False
+            try:
+                float(cell)
+            except ValueError:
+                continue
+            return False  # a number is never a column name
+        return True
+
     def _valid_name(self, name: str) -> bool:
         if name in self._names:
             return True
@@ -250,8 +274,12 @@ class LineParser:
 
     def _check_name(self, name: str, fields_ok: int) -> None:
         if not self._valid_name(name):
-            # Bytes lost mid-line glue two fields together: count it as a torn line.
-            raise _BadLine(ParseError.PARTIAL if fields_ok else ParseError.BAD_NAME)
+            if fields_ok:
+                # Bytes lost mid-line glue two fields together: a torn line.
+                raise _BadLine(ParseError.PARTIAL)
+            if not name.isprintable() or any(c.isspace() for c in name):
+                raise _BadLine(ParseError.MALFORMED)  # prose with a colon in it, noise
+            raise _BadLine(ParseError.BAD_NAME)
 
     @staticmethod
     def _float(text: str, fields_ok: int) -> float:

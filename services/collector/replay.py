@@ -80,8 +80,7 @@ def load_csv(path: Path) -> Recording:
         if not value_names or not all(is_valid_id(n) for n in value_names):
             raise RecordingError(f"{path}: header {header} has invalid value names")
         # The serial CSV parser checks the values of recordings the same way.
-        parser = LineParser()
-        parser.header = tuple(value_names)
+        parser = LineParser(header=tuple(value_names))
         for cells in reader:
             if not cells or all(not c.strip() for c in cells):
                 continue
@@ -137,13 +136,14 @@ def load_edge_impulse(path: Path) -> Recording:
             raise RecordingError(f"{file}: bad interval_ms or values")
         parts.append((round(start_s * 1e9), file.name, names, values, interval_ms))
     parts.sort(key=lambda p: (p[0], p[1]))
-    parser = LineParser()
     errors: dict[ParseError, int] = {}
     times: list[int] = []
     rows: list[tuple[dict[str, float], tuple[str, ...]]] = []
     clock = 0
     for start_ns, _name, names, values, interval_ms in parts:
-        parser.header = tuple(names)
+        if not names or not all(is_valid_id(n) for n in names):
+            raise RecordingError(f"{path}: invalid sensor names {names}")
+        parser = LineParser(header=tuple(names))
         step = round(interval_ms * 1e6)
         # Recordings can overlap in time: keep the stream monotonic.
         clock = max(clock, start_ns)
