@@ -64,7 +64,11 @@ def _mqtt_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="The model registry: signing keys, the HTTP service, and "
+        "publish/list/promote/rollback/retire/announce/verify on a store.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 configuration (key, token), 3 unreachable.",
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     common = _common()
 
