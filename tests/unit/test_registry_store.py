@@ -213,6 +213,21 @@ def test_bad_bundles_and_names_are_refused(store: RegistryStore, tmp_path: Path)
     for name in ("../etc", "a/b", ".keys", ""):
         with pytest.raises(ModelNotFound):
             store.versions(name)
+    # Operations on unknown models leave no trace on disk.
+    for op in (lambda: store.promote("nope", 1), lambda: store.rollback("nope"),
+               lambda: store.retire("nope", 1)):
+        with pytest.raises(ModelNotFound):
+            op()
+    assert not (store.root / "nope").exists()
+
+
+def test_stale_upload_spool_files_are_removed(store: RegistryStore) -> None:
+    old, fresh = store.upload_dir / "upload-1.tar", store.upload_dir / "upload-2.tar"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (1, 1))
+    assert store.clean_uploads() == 1
+    assert not old.exists() and fresh.exists()
 
 
 def test_a_crash_mid_publish_leaves_no_version(

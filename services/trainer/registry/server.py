@@ -59,6 +59,8 @@ class RegistryServer:
 
     def start(self) -> None:
         http = self.settings.http
+        if removed := self.store.clean_uploads():
+            log.warning("removed %d stale upload file(s) from %s", removed, self.store.upload_dir)
         self._server = create_server(
             self.app, host=http.host, port=http.port, threads=http.threads,
             # waitress buffers the whole body before the app sees it: cap it there too.

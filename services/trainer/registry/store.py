@@ -132,8 +132,22 @@ class RegistryStore:
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
         """Hold the model's write lock (also used to order its announcements)."""
-        with file_lock(self._model_dir(name) / LOCK_FILE):
+        model_dir = self._model_dir(name)
+        if not model_dir.is_dir():  # publish creates it; nothing else may
+            raise ModelNotFound(f"no model {name!r}")
+        with file_lock(model_dir / LOCK_FILE):
             yield
+
+    def clean_uploads(self, max_age_s: float = 3600.0) -> int:
+        """Remove upload spool files a crashed server left behind; returns how many."""
+        cutoff = time.time() - max_age_s
+        removed = 0
+        for p in self.upload_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+        return removed
 
     # ------------------------------------------------------------------ reading
     def _version_numbers(self, name: str) -> list[int]:
