@@ -69,6 +69,9 @@ class _Device:
     errors: dict[str, deque[float]] = field(default_factory=dict)
     #: Per field: recent values for drift.
     recent: dict[str, deque[float]] = field(default_factory=dict)
+    #: Per forecaster: its input rows with anomalous target values replaced by the
+    #: forecast, so one spike does not poison the next ``window`` forecasts.
+    clean: dict[str, deque[list[float]]] = field(default_factory=dict)
 
 
 class WindowStore:
@@ -255,16 +258,22 @@ class StreamProcessor:
                         severity=Severity.WARNING)
 
     def _forecast(self, d: _Device, r: Reading, m: LoadedModel) -> None:
-        target = m.card.input.target or m.card.input.fields[0]
-        if target not in r.values:
+        card = m.card
+        target = card.input.target or card.input.fields[0]
+        if target not in r.values or not all(f in r.values for f in card.input.fields):
             return
-        rows = self.windows.rows(m.card, d.device, d.site)
-        if rows is None:
+        row = [r.values[f] for f in card.input.fields]
+        clean = d.clean.get(m.name)
+        if clean is None or clean.maxlen != card.input.window:
+            clean = d.clean[m.name] = deque(maxlen=card.input.window)
+        if len(clean) < card.input.window:
+            clean.append(row)
             return
         try:
-            y = m.predict_raw([pipeline.window_input(m.card, rows)])
+            y = m.predict_raw([pipeline.window_input(card, list(clean))])
         except (pipeline.InputError, ShapeError, RuntimeError_, ValueError) as exc:
             self._rlog.warning(f"fc-{m.name}", "forecast with %s failed: %s", m.name, exc)
+            clean.append(row)
             return
         expected = float(np.ravel(y)[0])
         value = r.values[target]
@@ -275,8 +284,11 @@ class StreamProcessor:
         verdict, score = deviation_verdict(
             value, expected, relative=a.relative, sigma=sigma, k_sigma=a.k_sigma,
             clear_ratio=a.clear_ratio)
-        if verdict is not Verdict.BAD:
+        if verdict is Verdict.BAD:
+            row[card.input.fields.index(target)] = expected
+        else:
             errs.append(value - expected)
+        clean.append(row)
         state = self.debounce.observe(d.site, d.device, AlertKind.FORECAST_DEVIATION, target,
                                       verdict, r.ts)
         if state is not None:
