@@ -107,6 +107,8 @@ class LineParser:
         #: A recording's header is fixed; a live device may print a new one after a reset.
         self.header_locked = header is not None
         self._names: set[str] = set()
+        #: Raw field name as the device prints it -> checked, stripped name.
+        self._clean: dict[str, str] = {}
 
     # ------------------------------------------------------------------ entry point
     def parse(self, raw: bytes | str) -> ParsedLine:
@@ -138,29 +140,50 @@ class LineParser:
 
     # ------------------------------------------------------------------ formats
     def _key_values(self, line: str) -> ParsedLine:
+        # The hot path (hundreds of lines a second per device, and replays): one
+        # try block, names checked once and then found in a dict.
         values: dict[str, float] = {}
         seq = ms = None
         flags: tuple[str, ...] = ()
+        names = self._clean
         fields_ok = 0
-        for part in line.split(","):
-            name, sep, text = part.partition(":")
-            name = name.strip()
-            if not sep or not name or not text:
-                # A torn line still carries some good fields: it was cut, not garbage.
-                raise _BadLine(ParseError.PARTIAL if fields_ok else ParseError.MALFORMED)
-            if name in META_KEYS:
-                number = self._int(text, fields_ok)
-                if name == META_SEQ:
-                    seq = number
-                elif name == META_MS:
-                    ms = number
-                elif number:
-                    flags = (ANOMALY_FLAG,)
-            else:
-                self._check_name(name, fields_ok)
-                values[name] = self._float(text, fields_ok)
-            fields_ok += 1
+        try:
+            for part in line.split(","):
+                raw_name, sep, text = part.partition(":")
+                if not sep:
+                    raise ValueError("field without a colon")
+                name = names.get(raw_name)
+                if name is None:
+                    name = self._learn(raw_name, fields_ok)
+                if name in META_KEYS:
+                    number = int(text)
+                    if name == META_SEQ:
+                        seq = number
+                    elif name == META_MS:
+                        ms = number
+                    elif number:
+                        flags = (ANOMALY_FLAG,)
+                else:
+                    value = float(text)
+                    if value - value != 0.0:  # inf - inf and nan - nan are nan
+                        raise _BadLine(ParseError.NON_FINITE)
+                    values[name] = value
+                fields_ok += 1
+        except ValueError:
+            # A torn line still carries some good fields: it was cut, not garbage.
+            raise _BadLine(ParseError.PARTIAL if fields_ok else ParseError.MALFORMED) from None
         return self._reading(values, seq, ms, flags)
+
+    def _learn(self, raw_name: str, fields_ok: int) -> str:
+        """Check a name not seen before; remember it (bounded) for the fast path."""
+        name = raw_name.strip()
+        if not name:
+            raise ValueError("field without a name")
+        if name not in META_KEYS:
+            self._check_name(name, fields_ok)
+        if len(self._clean) < _NAME_CACHE_MAX:
+            self._clean[raw_name] = name
+        return name
 
     def _csv(self, line: str) -> ParsedLine:
         cells = [c.strip() for c in line.split(",")]
@@ -280,23 +303,6 @@ class LineParser:
             if not name.isprintable() or any(c.isspace() for c in name):
                 raise _BadLine(ParseError.MALFORMED)  # prose with a colon in it, noise
             raise _BadLine(ParseError.BAD_NAME)
-
-    @staticmethod
-    def _float(text: str, fields_ok: int) -> float:
-        try:
-            number = float(text)
-        except ValueError:
-            raise _BadLine(ParseError.PARTIAL if fields_ok else ParseError.MALFORMED) from None
-        if not math.isfinite(number):
-            raise _BadLine(ParseError.NON_FINITE)
-        return number
-
-    @staticmethod
-    def _int(text: str, fields_ok: int) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise _BadLine(ParseError.PARTIAL if fields_ok else ParseError.MALFORMED) from None
 
 
 def parse_reply(text: str) -> dict[str, str]:

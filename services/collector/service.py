@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Largest RESEND range served at once; ingest asks again for what is left.
 MAX_RESEND = 100_000
 _INBOX_CHUNKS = 64
+#: Acknowledgements wait at most this long (or for this many readings) to be committed.
+ACK_COMMIT_S = 0.25
+ACK_COMMIT_READINGS = 20_000
 _MAX_INFO = 32
 
 
@@ -341,10 +344,15 @@ class Collector:
             raise RuntimeError("start() opens the outbox first")
         deadline: float | None = None
         carry: list[Chunk] = []  # chunks a failed commit left behind, retried first
-        carry_acks: list[tuple[int, int]] = []
+        # Acks are committed lazily: with synchronous=FULL every commit is an fsync, and
+        # an ack lost in a crash only means the reading is sent once more (ingest keeps
+        # the first copy). New readings are never deferred.
+        acks: list[tuple[int, int]] = []
+        acked_readings = 0
+        acks_since = 0.0
         while True:
             stopping = self._pump_stop.is_set()
-            self._wake.wait(0.05 if stopping else 0.5)
+            self._wake.wait(0.05 if stopping or acks else 0.5)
             self._wake.clear()
             chunks = carry
             while True:
@@ -352,8 +360,19 @@ class Collector:
                     chunks.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            acks = carry_acks + self._take_events()
-            if chunks or acks:
+            new_acks, new_acked = self._take_events()
+            if new_acks:
+                if not acks:
+                    acks_since = time.monotonic()
+                acks += new_acks
+                acked_readings += new_acked
+            commit_acks = bool(acks) and (
+                stopping
+                or not self._inflight
+                or time.monotonic() - acks_since >= ACK_COMMIT_S
+                or acked_readings >= ACK_COMMIT_READINGS
+            )
+            if chunks or commit_acks:
                 rows: list[Row] = [r for c in chunks for r in c.rows]
                 position = next((c.position for c in reversed(chunks) if c.position), None)
                 try:
@@ -361,10 +380,10 @@ class Collector:
                 except sqlite3.Error as exc:
                     # Disk full, I/O error: keep everything in memory and try again.
                     self._rl.error("outbox", "outbox write failed: %s; retrying", exc)
-                    carry, carry_acks = chunks, acks
+                    carry = chunks
                     time.sleep(1.0)
                     continue
-                carry, carry_acks = [], []
+                carry, acks, acked_readings = [], [], 0
                 self.metrics.accepted.inc(result.appended)
                 if result.dropped:
                     self.metrics.dropped.inc(result.dropped)
@@ -372,29 +391,34 @@ class Collector:
                         "dropped", "outbox full (%d): dropped the %d oldest readings",
                         outbox.max_pending, result.dropped,
                     )
-                self.metrics.buffered.set(outbox.pending_count)
+            self.metrics.buffered.set(max(0, outbox.pending_count - acked_readings))
             if self.connected:
                 self._serve_resends(outbox)
                 self._send_pending(outbox)
-            idle = self._inbox.empty() and outbox.pending_count == 0 and not self._inflight
+            idle = (
+                self._inbox.empty() and outbox.pending_count == 0 and not self._inflight
+                and not acks
+            )
             if self._source_finished.is_set() and idle and self.failed is None:
                 self._done.set()
             if stopping:
                 if deadline is None:
                     deadline = time.monotonic() + self.config.flush_timeout_s
                     log.info("flushing %d readings to the broker", outbox.pending_count)
-                if self._inbox.empty() and (
+                if self._inbox.empty() and not acks and (
                     idle or not self.connected or time.monotonic() > deadline
                 ):
                     return
 
-    def _take_events(self) -> list[tuple[int, int]]:
+    def _take_events(self) -> tuple[list[tuple[int, int]], int]:
+        """Acks as seq ranges plus how many readings they cover; queue RESEND commands."""
         ranges: list[tuple[int, int]] = []
+        count = 0
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
-                return ranges
+                return ranges, count
             if isinstance(event, Command):
                 self._resends.append(event)
                 continue
@@ -402,6 +426,8 @@ class Collector:
             if flight is None:
                 continue  # a status message
             ranges.append((flight.first, flight.last))
+            if not flight.resend:
+                count += flight.count
             if event.failed:
                 # Retrying a refused message (not authorized, quota) would only loop.
                 self.metrics.rejected.inc(flight.count)
@@ -414,14 +440,12 @@ class Collector:
                 self.metrics.messages.labels(flight.kind.value).inc()
 
     def _send_pending(self, outbox: Outbox) -> None:
-        window = self.config.inflight_messages
-        while len(self._inflight) < window:
-            rows = outbox.pending(after_seq=self._cursor, limit=self.config.batch_max)
-            if not rows:
-                return
-            if not self._publish_rows(rows, resend=False):
-                return
-            self._cursor = rows[-1].seq
+        room = self.config.inflight_messages - len(self._inflight)
+        if room <= 0:
+            return
+        rows = outbox.pending(after_seq=self._cursor, limit=room * self.config.batch_max)
+        if rows:
+            self._cursor = self._publish_rows(rows, resend=False)
 
     def _serve_resends(self, outbox: Outbox) -> None:
         while self._resends:
@@ -440,11 +464,13 @@ class Collector:
             if rows:
                 self._publish_rows(rows, resend=True)
 
-    def _publish_rows(self, rows: list[Stored], *, resend: bool) -> bool:
+    def _publish_rows(self, rows: list[Stored], *, resend: bool) -> int:
+        """Publish rows in order; returns the last seq the MQTT client took."""
         mqtt = self._mqtt
         if mqtt is None:
             raise RuntimeError("start() creates the MQTT client first")
         batch_max = self.config.batch_max
+        last = self._cursor
         i = 0
         while i < len(rows):
             size = len(self._batch_prefix) + 2
@@ -465,10 +491,11 @@ class Collector:
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 # Not queued by the client: leave the rows pending for the next round.
                 self._rl.error("publish", "publish failed: %s", paho.error_string(info.rc))
-                return False
+                return last
             # NO_CONN: the client keeps the message and sends it after reconnecting.
             self._inflight[info.mid] = _Flight(
                 group[0].seq, group[-1].seq, len(group), kind, resend
             )
+            last = group[-1].seq
             i = j
-        return True
+        return last
