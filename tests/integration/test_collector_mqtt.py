@@ -4,12 +4,14 @@ SIGTERM flush, RESEND, commands, MQTT 3.1.1."""
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from services.common.mqtt import MqttClient, MqttSettings, Protocol
 from services.contract import topics
 from services.contract.decode import decode_as, decode_telemetry
 from services.contract.models import Command, CommandName, DeviceState, DeviceStatus, Reading
-from tests.support.servers import Mosquitto
+from tests.support.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +224,29 @@ def test_broker_sigkill_mid_stream_loses_nothing(
     )
 
 
+def test_replay_retimed_to_now(
+    tmp_path: Path, mqtt_settings: MqttSettings, received: Received, registry: CollectorRegistry
+) -> None:
+    # 40 rows ~3 s apart at 100x: about 1.2 s, stamped with the time they are replayed.
+    cfg = _config(tmp_path, mqtt_settings, limit=40, speed=100, timestamps="now")
+    before = time.time_ns()
+    collector = Collector(cfg, registry)
+    collector.start()
+    try:
+        assert collector.wait_done(30)
+        received.wait_for(lambda: len(received.seqs()) >= 40, 10, "40 readings")
+    finally:
+        collector.stop()
+    after = time.time_ns()
+    ts = [received.readings[s].ts for s in range(40)]
+    assert all(before <= t <= after for t in ts)
+    assert all(b > a for a, b in itertools.pairwise(ts))
+    # The recorded pacing, sped up 100x, survives: first to last spans ~1.2 s, not 0.
+    rows = _workshop_rows(40)
+    recorded_s = (int(rows[-1]["time"]) - int(rows[0]["time"])) / 100
+    assert (ts[-1] - ts[0]) / 1e9 >= recorded_s * 0.8
+
+
 def test_resend_republishes_a_held_range_and_counts_the_rest(
     tmp_path: Path, mqtt_settings: MqttSettings, received: Received, registry: CollectorRegistry
 ) -> None:
@@ -335,12 +360,18 @@ def test_collector_kill_9_and_restart_continues_seqs_and_loses_nothing(
 def test_sigterm_flushes_everything_accepted(
     tmp_path: Path, mqtt_settings: MqttSettings, received: Received
 ) -> None:
+    port = free_port()
     argv = _collector_cmd(
         tmp_path, mqtt_settings, "--source", "simulate", "--profile", "accel", "--seed", "4",
     )
+    argv[argv.index("--metrics-port") + 1] = str(port)
     proc = _spawn(argv, tmp_path / "collector.log")
     try:
         received.wait_for(lambda: len(received.seqs()) >= 100, 30, "100 readings")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert "edgeloop_collector_readings_published_total" in text
+        assert 'edgeloop_collector_lines_total{kind="reading"}' in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

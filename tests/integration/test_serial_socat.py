@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -192,3 +193,40 @@ def test_serial_garbage_unplug_replug(
         f"unplug {serial_events('unplug'):.0f}, reopen failures "
         f"{serial_events('open_failed'):.0f}, reconnects {serial_events('reconnect'):.0f}"
     )
+
+
+def test_pyserial_socket_url_reconnects(
+    tmp_path: Path, mqtt_settings: MqttSettings, registry: CollectorRegistry
+) -> None:
+    """``socket://`` (QEMU's UART, ser2net): the device side closes and comes back."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    rx = Received(mqtt_settings, "tcp1")
+    rx.client.start()
+    assert rx.client.wait_connected(10)
+    cfg = CollectorConfig(
+        source=SourceKind.SERIAL, device="tcp1", site=SITE,
+        serial_port=f"socket://127.0.0.1:{port}", mqtt=mqtt_settings,
+        outbox=tmp_path / "outbox.db", metrics_port=0, reopen_backoff_s=(0.1, 0.5),
+    )
+    collector = Collector(cfg, registry)
+    collector.start()
+    try:
+        for phase in range(2):
+            conn, _ = server.accept()
+            want = 50 * (phase + 1)
+            with conn:
+                conn.sendall(b"".join(_line(phase * 50 + k) + b"\n" for k in range(50)))
+                rx.wait_for(lambda: len(rx.seqs()) >= want, 20, f"{want} readings")  # noqa: B023
+            # Closing the connection is the device going away.
+        rx.wait_for(
+            lambda: _metric(registry, "edgeloop_collector_serial_events_total",
+                            event="unplug") >= 1, 10, "unplug",
+        )
+    finally:
+        collector.stop()
+        rx.client.stop()
+        server.close()
+    assert rx.seqs() == set(range(100))
+    assert _metric(registry, "edgeloop_collector_serial_events_total", event="reconnect") == 1
