@@ -31,6 +31,10 @@ int main(void) {
     run("device", test_device);
     run("update", test_update);
     run("drivers", test_drivers);
+#ifdef EDGELOOP_FORCE_FAILURE
+    /* Built only to prove that a failing check fails the run (and QEMU's exit status). */
+    CHECK(0 == 1);
+#endif
     char buf[80];
     size_t n = 0;
     text_u32(buf, sizeof buf, &n, (uint32_t)g_checks);

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_config(CollectorConfig, args, overrides)
     if isinstance(config, int):
         return config
+    import sqlite3
+
     from services.collector.outbox import OutboxError
     from services.collector.service import Collector
 
@@ -75,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             collector.start()
-        except OutboxError as exc:
-            log.error("%s", exc)
+        except (OutboxError, sqlite3.Error, OSError) as exc:
+            # A locked or unreadable outbox, a metrics port in use: say so, no traceback.
+            log.error("cannot start: %s", exc)
             return EXIT_FAILED
         while not stop.wait(0.2):
             if collector.failed:

@@ -19,7 +19,9 @@ Only one thread uses an Outbox (the collector's publisher thread).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,6 +92,13 @@ class Outbox:
         self.max_pending = max_pending
         self.retain_acked = retain_acked
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Two collectors on one outbox would hand out the same seqs: refuse the second.
+        self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise OutboxError(f"outbox {path} is in use by another process") from None
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
@@ -103,6 +112,7 @@ class Outbox:
             self.acked_count = self._scalar("SELECT COUNT(*) FROM readings WHERE acked = 1")
         except BaseException:
             self._db.close()
+            os.close(self._lock_fd)
             raise
 
     # ------------------------------------------------------------------ setup
@@ -232,3 +242,4 @@ class Outbox:
             pass
         finally:
             self._db.close()
+            os.close(self._lock_fd)  # releases the lock

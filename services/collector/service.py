@@ -126,7 +126,8 @@ class Collector:
         self._outbox: Outbox | None = None
         self._mqtt: MqttClient | None = None
         self._metrics_server: MetricsServer | None = None
-        self._threads: list[threading.Thread] = []
+        self._pump_thread: threading.Thread | None = None
+        self._source_thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
         self.metrics_port: int | None = None
@@ -161,13 +162,14 @@ class Collector:
         self._mqtt.raw.on_publish = self._on_publish
         self._mqtt.subscribe(self._cmd_topic, self._on_command, qos=1)
         self._mqtt.start()
-        self._spawn("collector-publisher", self._pump)
-        self._spawn("collector-source", self._run_source)
-
-    def _spawn(self, name: str, target: object) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
-        thread.start()
-        self._threads.append(thread)
+        self._pump_thread = threading.Thread(
+            target=self._pump, name="collector-publisher", daemon=True
+        )
+        self._pump_thread.start()
+        self._source_thread = threading.Thread(
+            target=self._run_source, name="collector-source", daemon=True
+        )
+        self._source_thread.start()
 
     def wait_done(self, timeout_s: float | None = None) -> bool:
         """True once a finite source has finished and the broker acknowledged everything."""
@@ -187,14 +189,15 @@ class Collector:
             return
         self._stopped = True
         self._source_stop.set()
-        source, pump = self._threads[1:2], self._threads[:1]
-        for thread in source:
-            thread.join(timeout=10)
+        if self._source_thread is not None:
+            self._source_thread.join(timeout=10)
         self._pump_stop.set()
         self._wake.set()
-        for thread in pump:
-            thread.join(timeout=self.config.flush_timeout_s + 30)
-            if thread.is_alive():
+        pump_alive = False
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=self.config.flush_timeout_s + 30)
+            pump_alive = self._pump_thread.is_alive()
+            if pump_alive:
                 log.error("publisher did not stop; unsent readings stay in the outbox")
         self._closed.set()
         mqtt = self._mqtt
@@ -209,7 +212,7 @@ class Collector:
                 except (RuntimeError, ValueError):
                     log.debug("offline status not confirmed", exc_info=True)
             mqtt.stop()
-        if self._outbox is not None and not any(t.is_alive() for t in pump):
+        if self._outbox is not None and not pump_alive:
             pending = self._outbox.pending_count
             self._outbox.close()
             log.info(

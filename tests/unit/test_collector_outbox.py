@@ -67,7 +67,9 @@ def test_bound_drops_the_oldest_unacked_and_counts(tmp_path: Path) -> None:
     assert [p.seq for p in ob.pending()] == list(range(5, 15))
     assert ob.dropped_total == 3
     ob.close()
-    assert _open(path, max_pending=10).dropped_total == 3
+    again = _open(path, max_pending=10)
+    assert again.dropped_total == 3
+    again.close()
 
 
 def test_acked_tail_is_kept_for_resend_and_pruned(tmp_path: Path) -> None:
@@ -92,16 +94,26 @@ def test_range_returns_pending_and_acked(tmp_path: Path) -> None:
 
 
 def test_outbox_of_another_device_is_refused(tmp_path: Path) -> None:
-    _open(tmp_path / "o.db").close()
+    _open(tmp_path / "o.db").close()  # closed: the lock is free, the owner is recorded
     with pytest.raises(OutboxError, match="s1/d1"):
         Outbox(tmp_path / "o.db", device="d2", site="s1")
+
+
+def test_a_second_process_cannot_open_the_same_outbox(tmp_path: Path) -> None:
+    first = _open(tmp_path / "o.db")
+    with pytest.raises(OutboxError, match="in use"):
+        _open(tmp_path / "o.db")
+    first.close()
+    _open(tmp_path / "o.db").close()
 
 
 def test_replay_position_is_committed_with_rows(tmp_path: Path) -> None:
     ob = _open(tmp_path / "o.db")
     ob.cycle(_rows(5), position=("csv:x", 5))
     ob.close()
-    assert _open(tmp_path / "o.db").positions() == {"csv:x": 5}
+    again = _open(tmp_path / "o.db")
+    assert again.positions() == {"csv:x": 5}
+    again.close()
 
 
 def test_wal_and_full_sync(tmp_path: Path) -> None:

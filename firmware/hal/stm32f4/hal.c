@@ -1,0 +1,128 @@
+/* STM32F4 HAL: USART2 (PA2/PA3, the ST-LINK virtual COM port) at 115200 8N1 from the
+ * 16 MHz HSI, RX interrupt into a ring buffer; SysTick at 1 kHz; the IKS01A3's HTS221 and
+ * LPS22HH over I2C1; model slots in SRAM kept across resets. */
+#include "../hal.h"
+
+#include "hts221.h"
+#include "i2c.h"
+#include "lps22hh.h"
+
+#define REG(addr) (*(volatile uint32_t *)(addr))
+#define RCC_AHB1ENR REG(0x40023830u)
+#define RCC_APB1ENR REG(0x40023840u)
+#define GPIOA 0x40020000u
+#define GPIOA_MODER REG(GPIOA + 0x00u)
+#define GPIOA_AFRL REG(GPIOA + 0x20u)
+#define USART2 0x40004400u
+#define USART_SR REG(USART2 + 0x00u)
+#define USART_DR REG(USART2 + 0x04u)
+#define USART_BRR REG(USART2 + 0x08u)
+#define USART_CR1 REG(USART2 + 0x0Cu)
+#define SYST_CSR REG(0xE000E010u)
+#define SYST_RVR REG(0xE000E014u)
+#define SYST_CVR REG(0xE000E018u)
+#define NVIC_ISER1 REG(0xE000E104u)
+#define SCB_AIRCR REG(0xE000ED0Cu)
+#define HCLK_HZ 16000000u
+#define SIMFLASH ((uint8_t *)0x2000F000u)
+
+static volatile uint32_t g_ms;
+static volatile uint8_t g_rx[1024];
+static volatile uint32_t g_rx_head, g_rx_tail;
+static hts221_t g_hts;
+static lps22hh_t g_lps;
+static bool g_sensors_ok;
+static reading_t g_last;
+
+void SysTick_Handler(void) { g_ms++; }
+
+void Usart2_Handler(void) {
+    while (USART_SR & (1u << 5)) { /* RXNE; reading DR clears it */
+        const uint8_t b = (uint8_t)USART_DR;
+        const uint32_t next = (g_rx_head + 1u) % sizeof g_rx;
+        if (next != g_rx_tail) {
+            g_rx[g_rx_head] = b;
+            g_rx_head = next;
+        }
+    }
+}
+
+void hal_init(void) {
+    RCC_AHB1ENR |= 1u << 0;  /* GPIOA */
+    RCC_APB1ENR |= 1u << 17; /* USART2 */
+    GPIOA_MODER = (GPIOA_MODER & ~(0xFu << 4)) | (0xAu << 4); /* PA2, PA3: AF */
+    GPIOA_AFRL = (GPIOA_AFRL & ~(0xFFu << 8)) | (0x77u << 8); /* AF7 = USART2 */
+    USART_BRR = (HCLK_HZ + 115200u / 2u) / 115200u;
+    USART_CR1 = (1u << 13) | (1u << 5) | (1u << 3) | (1u << 2); /* UE, RXNEIE, TE, RE */
+    NVIC_ISER1 = 1u << (38 - 32);
+    SYST_RVR = HCLK_HZ / 1000u - 1u;
+    SYST_CVR = 0;
+    SYST_CSR = 7u;
+    stm32_i2c1_init();
+    g_sensors_ok = hts221_init(&g_hts, &stm32_i2c1) == SENSOR_OK &&
+                   lps22hh_init(&g_lps, &stm32_i2c1) == SENSOR_OK;
+}
+
+uint32_t hal_millis(void) { return g_ms; }
+
+void hal_uart_write(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (uint32_t spin = 0; !(USART_SR & (1u << 7)) && spin < 100000u; spin++) {
+        }
+        USART_DR = (uint8_t)s[i];
+    }
+}
+
+int hal_uart_read(void) {
+    if (g_rx_tail == g_rx_head) return -1;
+    const uint8_t b = g_rx[g_rx_tail];
+    g_rx_tail = (g_rx_tail + 1u) % sizeof g_rx;
+    return b;
+}
+
+uint8_t *hal_flash(void) { return SIMFLASH; }
+
+void hal_flash_write(uint32_t offset, const void *data, uint32_t len) {
+    const uint8_t *d = data;
+    for (uint32_t i = 0; i < len && offset + i < FLASH_REGION_SIZE; i++) SIMFLASH[offset + i] = d[i];
+}
+
+bool hal_read_sensors(reading_t *out) {
+    if (!g_sensors_ok) return false;
+    float t, h, p, t2;
+    /* Between conversions (RATE faster than the chips' 1 Hz) repeat the last values. */
+    if (hts221_read(&g_hts, &t, &h) == SENSOR_OK) {
+        g_last.v[0] = t;
+        g_last.v[1] = h;
+    }
+    if (lps22hh_read(&g_lps, &p, &t2) == SENSOR_OK) g_last.v[2] = p;
+    *out = g_last;
+    return true;
+}
+
+bool hal_sensors_simulated(void) { return !g_sensors_ok; }
+
+void hal_idle(void) { __asm volatile("wfi"); }
+
+void hal_reset(void) {
+    __asm volatile("dsb");
+    SCB_AIRCR = 0x05FA0004u;
+    for (;;) {
+    }
+}
+
+static int semihost(int op, const void *arg) {
+    register int r0 __asm("r0") = op;
+    register const void *r1 __asm("r1") = arg;
+    __asm volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+void hal_exit(int status) {
+    const uint32_t block[2] = {0x20026u, (uint32_t)status};
+    semihost(0x20, block);
+    for (;;) {
+    }
+}
+
+void hal_console(const char *s) { semihost(0x04, s); }
