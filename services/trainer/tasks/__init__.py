@@ -1,0 +1,1 @@
+"""The three tasks: forecast, regress, classify. Each returns a :class:`TaskResult`."""
