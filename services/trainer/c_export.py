@@ -413,6 +413,11 @@ def device_spec(card: ModelCard, model: IntModel, threshold: float | None) -> De
         raise UnsupportedModel(
             f"window {card.input.window} x {len(fields)} fields != {model.n_inputs} inputs"
         )
+    horizon = card.pipeline_params.get("horizon", 1)
+    if horizon != 1:
+        raise UnsupportedModel(
+            f"horizon {horizon}: the firmware compares each reading with a one-step forecast"
+        )
     target_name = card.input.target or fields[0]
     if target_name not in fields:
         raise UnsupportedModel(f"target {target_name!r} is not an input field")
