@@ -63,7 +63,7 @@ def _json_lines(n: int) -> list[bytes]:
     ]
 
 
-def _rate(fn: Any, lines: list[bytes], repeat: int = 3) -> float:
+def _rate(fn: Any, lines: list[bytes], repeat: int = 5) -> float:
     best = 0.0
     for _ in range(repeat):
         started = time.perf_counter()
@@ -160,6 +160,7 @@ def _closed_port() -> int:
 
 
 def bench_publish(n: int, batch_max: int, settings: MqttSettings, work: Path) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     cfg = CollectorConfig(
         source=SourceKind.REPLAY, device=f"bench-{batch_max}", csv=WORKSHOP, speed=0, limit=n,
@@ -228,6 +229,14 @@ def bench_raw_paho(n: int, settings: MqttSettings, window: int) -> dict[str, Any
     return {"messages": n, "window": window, "readings_per_s": round(n / elapsed)}
 
 
+def _repeat(fn: Any, times: int = 3) -> dict[str, Any]:
+    """Run ``fn`` a few times (the machine is shared): keep the best and the median."""
+    runs = [fn(i) for i in range(times)]
+    rates = sorted(r["readings_per_s"] for r in runs)
+    best = max(runs, key=lambda r: r["readings_per_s"])
+    return {**best, "readings_per_s_median": rates[len(rates) // 2], "runs": len(runs)}
+
+
 def run(quick: bool) -> dict[str, Any]:
     n_parse = 20_000 if quick else 200_000
     n_pub = 3_000 if quick else 17_000
@@ -242,9 +251,15 @@ def run(quick: bool) -> dict[str, Any]:
             settings = MqttSettings(host=broker.host, port=broker.port)
             window = CollectorConfig(device="x").inflight_messages
             result["publish"] = {
-                "baseline_raw_paho_single": bench_raw_paho(n_single, settings, window),
-                "collector_batched": bench_publish(n_pub, 500, settings, work),
-                "collector_single": bench_publish(n_single, 1, settings, work),
+                "baseline_raw_paho_single": _repeat(
+                    lambda _i: bench_raw_paho(n_single, settings, window)
+                ),
+                "collector_batched": _repeat(
+                    lambda i: bench_publish(n_pub, 500, settings, work / f"b{i}")
+                ),
+                "collector_single": _repeat(
+                    lambda i: bench_publish(n_single, 1, settings, work / f"s{i}")
+                ),
             }
         finally:
             broker.stop()

@@ -124,6 +124,11 @@ class CollectorConfig(Settings):
             raise ValueError("serial_port is required for source=serial (--serial-port)")
         if self.source is SourceKind.REPLAY and self.csv is None:
             raise ValueError("csv is required for source=replay (--csv)")
+        if self.profile is Profile.ACCEL and any(
+            i.kind is InjectionKind.FIRE for i in self.injections
+        ):
+            raise ValueError("inject: fire needs profile=climate (an accelerometer has no "
+                             "temperature)")
         lo, hi = self.reopen_backoff_s
         if not 0 < lo <= hi:
             raise ValueError("reopen_backoff_s must be (first, max) with 0 < first <= max")

@@ -68,6 +68,9 @@ def test_config_requires_source_settings() -> None:
         load_config(CollectorConfig, env={}, overrides={"device": "bad id"})
     with pytest.raises(ConfigError, match="inject"):
         load_config(CollectorConfig, env={}, overrides={"device": "d", "inject": ("smoke@3",)})
+    with pytest.raises(ConfigError, match="fire needs profile=climate"):
+        load_config(CollectorConfig, env={},
+                    overrides={"device": "d", "profile": "accel", "inject": ("fire@3",)})
     cfg = load_config(CollectorConfig, env={"EDGELOOP_MQTT__PORT": "1999"},
                       overrides={"device": "d", "inject": ("fire@60",)})
     assert cfg.client_id == "collector-default-d"
