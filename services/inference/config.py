@@ -135,6 +135,9 @@ class InferenceConfig(Settings):
     workers: int = Field(default=1, ge=1, le=16)
     #: Requests for one model merged into one runtime call (dynamic batching).
     max_batch: int = Field(default=64, ge=1, le=4096)
+    #: When no request is queued or running and no other request waits on the socket,
+    #: answer on the MQTT network thread itself (no thread hand-off); otherwise queue.
+    inline_when_idle: bool = True
     download_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds between polls of the model dir for a rollback done by the CLI.
     cache_poll_s: float = Field(default=2.0, gt=0)

@@ -68,13 +68,15 @@ class Runtime(Protocol):
 
 
 def _check_batch(x: F32, shape: tuple[int, ...]) -> F32:
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+    if x.shape[1:] != shape:
         raise ShapeError(
             f"input shape {list(x.shape[1:])} does not match model input {list(shape)}"
         )
     if x.shape[0] < 1:
         raise ShapeError("empty batch")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    return x
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,9 @@ class TfliteRuntime:
         self._in_dtype = np.dtype(inp[0]["dtype"])
         self._in_q = _Quant.of(inp[0])
         self._out_q = _Quant.of(out[0])
+        # Looked up once: get_*_details() builds dicts and costs more than a tiny invoke.
+        self._in_index = int(inp[0]["index"])
+        self._out_index = int(out[0]["index"])
         self._interps[1] = base
 
     def _new(self, batch: int) -> Any:
@@ -162,9 +167,10 @@ class TfliteRuntime:
         )
 
     def _invoke(self, interp: Any, x: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        # Resizing keeps tensor indices, so the ones read at load time hold for every bucket.
+        interp.set_tensor(self._in_index, x)
         interp.invoke()
-        out = np.asarray(interp.get_tensor(interp.get_output_details()[0]["index"]))
+        out = np.asarray(interp.get_tensor(self._out_index))
         return out
 
     def _bucket(self, n: int) -> int:

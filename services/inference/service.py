@@ -48,7 +48,8 @@ class InferenceService:
                              workers=config.workers, max_batch=config.max_batch)
         self.client = MqttClient(config.mqtt, config.client_id,
                                  on_connection_change=self._on_connection)
-        self.requests = MqttRequestHandler(self.client, self.server, self.metrics)
+        self.requests = MqttRequestHandler(self.client, self.server, self.metrics,
+                                           inline_when_idle=config.inline_when_idle)
         self.aalto = (AaltoAdapter(config.aalto, self.client, self.server, self.models)
                       if config.aalto.enabled else None)
         self.upstream: MqttClient | None = None

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from services.common.logs import RateLimitedLog
 from services.contract.card import ModelCard
-from services.contract.decode import Rejected, RejectReason, decode_as
 from services.contract.limits import MAX_INFER_BATCH, MAX_PAYLOAD_BYTES
 from services.contract.models import (
     ErrorCode,
@@ -47,13 +47,6 @@ class Transport(enum.StrEnum):
     MQTT = "mqtt"
     HTTP = "http"
     AALTO = "aalto"
-
-
-_REJECT_CODES = {
-    RejectReason.TOO_LARGE: ErrorCode.TOO_LARGE,
-    RejectReason.NOT_JSON: ErrorCode.BAD_JSON,
-    RejectReason.NON_FINITE: ErrorCode.BAD_SCHEMA,
-}
 
 
 class RequestError(Exception):
@@ -97,6 +90,23 @@ class Job:
     # Filled by the worker.
     loaded: LoadedModel | None = None
     raws: list[Any] | None = None
+
+
+def decode_request(payload: bytes) -> InferenceRequest:
+    """Size limit, then pydantic's own JSON parser (3x faster than json.loads + validate)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise RequestError(ErrorCode.TOO_LARGE,
+                           f"{len(payload)} bytes > limit {MAX_PAYLOAD_BYTES}")
+    try:
+        return InferenceRequest.model_validate_json(payload)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = errors[0] if errors else {"type": "", "loc": (), "msg": str(exc)}
+        if first["type"] == "json_invalid":
+            raise RequestError(ErrorCode.BAD_JSON, str(first.get("msg", ""))[:300]) from None
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise RequestError(ErrorCode.BAD_SCHEMA,
+                           f"{loc or 'request'}: {first.get('msg', '')}"[:300]) from None
 
 
 def _loose_ids(payload: bytes | None) -> tuple[str | None, str | None]:
@@ -144,6 +154,18 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._rlog = RateLimitedLog(log)
         self._started = False
+        self._m_batch = metrics.batch_rows
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)`` memoised: the lookup costs more than the increment."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -184,6 +206,25 @@ class Server:
         self.metrics.queue_depth.set(self._queue.qsize())
         return True
 
+    def idle(self) -> bool:
+        """Nothing queued and no worker busy: a request run right now waits for nobody."""
+        return self._busy == 0 and self._queue.empty()
+
+    def run_inline(self, job: Job) -> None:
+        """Run one job on the caller's thread (the MQTT network thread when idle): no
+        thread hand-off, so an idle service answers as fast as an echo would."""
+        self.metrics.in_flight.inc()
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            self._process([job])
+        except Exception as exc:
+            log.exception("inline request failed")
+            self._finish(job, error_result(job, ErrorCode.INTERNAL, repr(exc)[:300]))
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
     def run_now(self, job: Job) -> Result:
         """Run one job synchronously on the caller's thread (through the same checks)."""
         out: list[Result] = []
@@ -210,12 +251,17 @@ class Server:
                     break
                 jobs.append(nxt)
             self.metrics.queue_depth.set(self._queue.qsize())
+            with self._busy_lock:
+                self._busy += 1
             try:
                 self._process(jobs)
             except Exception as exc:  # a bug must not kill the worker or lose replies
                 log.exception("worker failed on %d jobs", len(jobs))
                 for j in jobs:
                     self._finish(j, error_result(j, ErrorCode.INTERNAL, repr(exc)[:300]))
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
             if stop:
                 return
 
@@ -235,11 +281,7 @@ class Server:
     def _resolve(self, job: Job) -> None:
         """Decode, find the model, and build the raw inputs; raise RequestError."""
         if job.request is None:
-            try:
-                job.request = decode_as(InferenceRequest, job.payload or b"")
-            except Rejected as exc:
-                code = _REJECT_CODES.get(exc.reason, ErrorCode.BAD_SCHEMA)
-                raise RequestError(code, exc.detail) from None
+            job.request = decode_request(job.payload or b"")
         req = job.request
         try:
             job.loaded = self.models.get(job.model, req.version)
@@ -272,17 +314,35 @@ class Server:
         model = group[0].loaded
         if model is None:
             return
+        card = model.card
         prepared: list[tuple[Job, npt.NDArray[np.float32]]] = []
-        for job in group:
+        x: npt.NDArray[np.float32] | None = None
+        if len(group) > 1:
+            # One preprocessing call for the whole group; if any input is bad, fall back
+            # to one call per job so only that job gets the error.
+            raws = [raw for job in group for raw in (job.raws or [])]
             try:
-                prepared.append((job, pipeline.prepare(model.card, job.raws or [])))
-            except pipeline.InputError as exc:
-                self._finish(job, error_result(job, ErrorCode.BAD_SHAPE, str(exc)))
-        if not prepared:
-            return
+                x = pipeline.prepare(card, raws)
+            except pipeline.InputError:
+                x = None
+            else:
+                start = 0
+                for job in group:
+                    n = len(job.raws or [])
+                    prepared.append((job, x[start : start + n]))
+                    start += n
+        if x is None:
+            for job in group:
+                try:
+                    prepared.append((job, pipeline.prepare(card, job.raws or [])))
+                except pipeline.InputError as exc:
+                    self._finish(job, error_result(job, ErrorCode.BAD_SHAPE, str(exc)))
+            if not prepared:
+                return
+            x = prepared[0][1] if len(prepared) == 1 else np.concatenate(
+                [p[1] for p in prepared])
         try:
-            x = prepared[0][1] if len(prepared) == 1 else np.concatenate([p[1] for p in prepared])
-            y = pipeline.finish(model.card, model.runtime.predict(x))
+            y = pipeline.finish(card, model.runtime.predict(x))
         except (ShapeError, ValueError) as exc:
             if len(prepared) == 1:
                 self._finish(prepared[0][0], error_result(prepared[0][0], ErrorCode.BAD_SHAPE,
@@ -296,7 +356,7 @@ class Server:
             for job, _ in prepared:
                 self._finish(job, error_result(job, ErrorCode.INTERNAL, str(exc)))
             return
-        self.metrics.batch_rows.observe(int(x.shape[0]))
+        self._m_batch.observe(int(x.shape[0]))
         start = 0
         for job, xi in prepared:
             n = int(xi.shape[0])
@@ -319,13 +379,14 @@ class Server:
         rows = y.reshape(y.shape[0], -1)
         outputs: list[Any] = rows.tolist() if (req.batch and req.device is None) else \
             rows[0].tolist()
-        resp = InferenceResponse(
+        # Built from values this service produced: no need to validate them again.
+        resp = InferenceResponse.model_construct(
             id=req.id, model=model.name, version=model.version,
             runtime=model.runtime.kind.value, outputs=outputs,
             labels=list(model.card.labels) or None,
             latency_s=time.perf_counter() - job.received,
         )
-        self.metrics.predictions.labels(model.name).inc(rows.shape[0])
+        self._child(self.metrics.predictions, model.name).inc(rows.shape[0])
         self._finish(job, Result(response=resp, model=model, rows=rows, reply_to=req.reply_to))
 
     def _finish(self, job: Job, result: Result) -> None:
@@ -339,8 +400,8 @@ class Server:
             label = job.loaded.name if job.loaded is not None else (
                 job.model if self.models.has(job.model) else "unknown")
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(label, job.transport.value, result.outcome).inc()
-            self.metrics.latency.labels(label, job.transport.value).observe(
+            self._child(self.metrics.requests, label, job.transport.value, result.outcome).inc()
+            self._child(self.metrics.latency, label, job.transport.value).observe(
                 time.perf_counter() - job.received)
             if result.error is not None and result.error.code is not ErrorCode.OVERLOADED:
                 self._rlog.warning(f"req-{result.error.code.value}",
