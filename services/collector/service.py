@@ -149,9 +149,17 @@ class Collector:
             cfg.client_id, cfg.outbox_path, self._outbox.pending_count, self._outbox.next_seq,
         )
         if cfg.metrics_port:
-            self._metrics_server = MetricsServer(self._registry, cfg.metrics_host, cfg.metrics_port)
-            self.metrics_port = self._metrics_server.start()
-            log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.metrics_port)
+            server = MetricsServer(self._registry, cfg.metrics_host, cfg.metrics_port)
+            try:
+                self.metrics_port = server.start()
+                self._metrics_server = server
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.metrics_port)
+            except OSError as exc:
+                # Readings matter more than their metrics: keep collecting, say so loudly.
+                log.error(
+                    "metrics port %s:%d unavailable (%s); running without /metrics",
+                    cfg.metrics_host, cfg.metrics_port, exc,
+                )
         will = Will(
             self._status_topic, self._status_payload(DeviceState.OFFLINE, "connection lost")
         )

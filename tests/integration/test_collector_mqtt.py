@@ -7,6 +7,7 @@ import csv
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -167,9 +168,14 @@ def test_replay_delivers_contiguous_seqs_with_recorded_values(
 def test_low_rate_publishes_single_readings_and_status(
     tmp_path: Path, mqtt_settings: MqttSettings, received: Received, registry: CollectorRegistry
 ) -> None:
-    cfg = _config(tmp_path, mqtt_settings, source="simulate", interval=0.05, limit=20)
+    # The metrics port is taken: the collector says so and collects anyway.
+    busy = socket.create_server(("127.0.0.1", 0))
+    cfg = _config(tmp_path, mqtt_settings, source="simulate", interval=0.05, limit=20,
+                  metrics_port=busy.getsockname()[1])
     collector = Collector(cfg, registry)
     collector.start()
+    busy.close()
+    assert collector.metrics_port is None
     try:
         assert collector.wait_done(30)
         received.wait_for(lambda: len(received.seqs()) >= 20, 10, "20 readings")
