@@ -28,7 +28,7 @@ from services.common.mqtt import MqttClient, MqttSettings, Protocol
 from services.contract import topics
 from services.contract.decode import decode_as, decode_telemetry
 from services.contract.models import Command, CommandName, DeviceState, DeviceStatus, Reading
-from tests.support.servers import Mosquitto, free_port
+from tests.support.servers import Mosquitto, ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_low_rate_publishes_single_readings_and_status(
 ) -> None:
     # The metrics port is taken: the collector says so and collects anyway.
     busy = socket.create_server(("127.0.0.1", 0))
-    cfg = _config(tmp_path, mqtt_settings, source="simulate", interval=0.05, limit=20,
+    cfg = _config(tmp_path, mqtt_settings, source="simulate", interval=0.1, limit=20,
                   metrics_port=busy.getsockname()[1])
     collector = Collector(cfg, registry)
     collector.start()
@@ -391,3 +391,37 @@ def test_sigterm_flushes_everything_accepted(
     assert received.seqs() == set(range(accepted))
     received.wait_for(lambda: received.statuses[-1].state is DeviceState.OFFLINE, 10, "offline")
     assert received.statuses[-1].detail == "stopped"
+
+
+def test_amqtt_broker_mqtt_311(tmp_path: Path, registry: CollectorRegistry) -> None:
+    """The embedded broker the demo can use (amqtt) speaks only MQTT 3.1.1."""
+    amqtt = Path(sys.executable).with_name("amqtt")
+    if not amqtt.exists():
+        pytest.skip("amqtt not installed (extra: embedded-broker)")
+    port = free_port()
+    conf = tmp_path / "amqtt.yaml"
+    conf.write_text(
+        "listeners:\n  default:\n    type: tcp\n"
+        f"    bind: 127.0.0.1:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+        "    allow_anonymous: true\n"
+    )
+    broker = ServerProcess("amqtt", [str(amqtt), "-c", str(conf)], tmp_path, port)
+    broker.start()
+    settings = MqttSettings(host="127.0.0.1", port=port, protocol=Protocol.V311)
+    rx = Received(settings, "ws1")
+    rx.client.start()
+    try:
+        assert rx.client.wait_connected(10)
+        time.sleep(0.3)
+        collector = Collector(_config(tmp_path, settings, limit=1000), registry)
+        collector.start()
+        try:
+            assert collector.wait_done(60)
+            rx.wait_for(lambda: len(rx.seqs()) >= 1000, 30, "1000 readings via amqtt")
+        finally:
+            collector.stop()
+    finally:
+        rx.client.stop()
+        broker.stop()
+    assert rx.seqs() == set(range(1000))
