@@ -76,7 +76,7 @@ def test_shape_errors_and_missing_runtimes(tiny: tm.TinyModels) -> None:
         rt.predict(np.zeros((0, 8), np.float32))
     with pytest.raises(RuntimeError_, match="no runtime"):
         create_runtime({"model.tflite": b"not a model"}, "model.tflite", [RuntimeKind.LITERT])
-    with pytest.raises(RuntimeError_, match="reference.npz"):
+    with pytest.raises(RuntimeError_, match=r"reference\.npz"):
         create_runtime({"model.tflite": files["model.tflite"]}, "model.tflite",
                        [RuntimeKind.NUMPY])
     # A preference list falls through to the next runtime that can load the model.
