@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.mqtt import MqttSettings
 from services.contract.topics import infer_request
-from services.inference.config import AaltoSettings, InferenceConfig, StreamSettings
+from services.inference.config import AaltoSettings, InferenceConfig
 from services.inference.service import InferenceService
 from tests.support import tiny_models as tm
 from tests.support.servers import Mosquitto, which_or_skip
@@ -294,3 +294,32 @@ def test_flood_gets_overload_errors_and_every_request_an_answer(
     finally:
         client.close()
         svc.stop()
+
+
+def test_client_gone_before_its_reply_does_not_disturb_the_service(
+    service: InferenceService, mosquitto: Mosquitto, bundles: dict[str, tm.SignedBundle]
+) -> None:
+    good = bundles[tm.FORECAST].card.test_vectors[0].input
+    batch = [good] * 1024  # big enough that the client is gone before the reply
+    for i in range(5):
+        gone = V5Client(mosquitto)
+        gone.request(tm.FORECAST, {"inputs": batch, "batch": True}, corr=str(i).encode())
+        gone.c.publish("x", b"", qos=1).wait_for_publish(5)
+        gone.close()
+    client = V5Client(mosquitto)
+    try:
+        client.request(tm.FORECAST, {"inputs": good}, corr=b"alive")
+        corr, reply = client.get()
+        assert corr == b"alive" and reply["schema"] == "edgeloop.infer-response/1"
+    finally:
+        client.close()
+    assert requests.get(f"http://127.0.0.1:{service.http_port}/healthz", timeout=5).ok
+    def ok() -> float | None:
+        return service.registry.get_sample_value(
+            "edgeloop_inference_requests_total",
+            {"model": tm.FORECAST, "transport": "mqtt", "outcome": "ok"})
+
+    deadline = time.monotonic() + 10
+    while ok() != 6.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ok() == 6.0  # the abandoned ones were answered too, into the void
