@@ -104,9 +104,17 @@ class SerialSource(Source):
 
     def _open_port(self, ctx: SourceContext) -> Any:
         try:
-            return serial.serial_for_url(
-                self.url, baudrate=self.baud, timeout=READ_TIMEOUT_S, write_timeout=1.0
+            port = serial.serial_for_url(
+                self.url, baudrate=self.baud, timeout=READ_TIMEOUT_S, write_timeout=1.0,
+                do_not_open=True,
             )
+            if self.url.startswith("socket://"):
+                # pyserial flushes input when it opens a port. On a fresh TCP connection
+                # there is nothing stale to flush: it would throw away the device's first
+                # lines (QEMU starts the guest the moment we connect).
+                port.reset_input_buffer = lambda: None
+            port.open()
+            return port
         except (serial.SerialException, OSError, ValueError) as exc:
             ctx.metrics.serial_events.labels(SerialEvent.OPEN_FAILED.value).inc()
             ctx.metrics.source_up.set(0)

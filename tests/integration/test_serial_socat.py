@@ -217,6 +217,8 @@ def test_pyserial_socket_url_reconnects(
             conn, _ = server.accept()
             want = 50 * (phase + 1)
             with conn:
+                # Sent the moment the collector connects, like a QEMU guest's first
+                # output: none of it may be flushed away by the port's open().
                 conn.sendall(b"".join(_line(phase * 50 + k) + b"\n" for k in range(50)))
                 rx.wait_for(lambda: len(rx.seqs()) >= want, 20, f"{want} readings")  # noqa: B023
             # Closing the connection is the device going away.
