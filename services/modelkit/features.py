@@ -22,6 +22,8 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
+#: Keys of a card's ``pipeline_params`` that belong to the pipeline, not to this block.
+PIPELINE_KEYS = frozenset({"output"})
 #: Time-domain statistics per channel, in this order.
 STATS = ("mean", "rms", "min", "max", "skew", "kurtosis")
 
@@ -82,7 +84,7 @@ class SpectralParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpectralParams:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        unknown = set(data) - set(known)
+        unknown = set(data) - set(known) - PIPELINE_KEYS
         if unknown:
             raise FeatureError(f"unknown spectral parameters: {sorted(unknown)}")
         if "axes" in known:

@@ -12,6 +12,9 @@ Raw inputs per pipeline (one sample; a batch adds a leading dimension):
 - ``spectral``: an accelerometer window ``(window, n_axes)`` → spectral features
   (:mod:`services.modelkit.features`) → standardised per feature.
 
+Outputs: de-standardised with ``normalization.output_mean/std`` when given; classifiers
+whose ``pipeline_params["output"]`` is ``"logits"`` get a softmax (probabilities).
+
 Int8 (de)quantisation is not done here: the runtime wrapper does it with the model's own
 tensor parameters, so this module works for the float and the int8 model alike.
 """
@@ -27,6 +30,11 @@ from services.contract.card import ModelCard, Pipeline
 from services.modelkit.features import FeatureError, SpectralParams, spectral_features
 
 F32 = npt.NDArray[np.float32]
+
+#: ``pipeline_params[OUTPUT_KEY] == LOGITS``: the model outputs logits and :func:`finish`
+#: turns them into probabilities (int8 softmax kernels are coarse and differ by runtime).
+OUTPUT_KEY = "output"
+LOGITS = "logits"
 
 
 class PreprocessError(ValueError):
@@ -113,4 +121,7 @@ def finish(card: ModelCard, y: Any) -> npt.NDArray[np.float64]:
                 f"output has {out.shape[-1]} values, normalisation has {m.shape[0]}"
             )
         out = out * s + m
+    if card.pipeline_params.get(OUTPUT_KEY) == LOGITS:
+        shifted = np.exp(out - out.max(axis=-1, keepdims=True))
+        out = shifted / shifted.sum(axis=-1, keepdims=True)
     return out

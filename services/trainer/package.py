@@ -71,12 +71,19 @@ def convert_and_check(prep: Prepared, runtimes: list[Runtime],
     int8 = int8_override if int8_override is not None else conv.int8_model
     tf_out = tfkit.predict(prep.model, prep.x_test)
     parity = check_parity(tf_out, conv.float_model, int8, prep.x_test,
-                          classification=prep.classification, runtimes=runtimes, tol=tol)
+                          classification=prep.classification, runtimes=runtimes, tol=tol,
+                          finish=lambda y: finish(prep.card, y), spread=_target_std(prep.card))
     ref = parity.outputs.get(Runtime.LITERT)
     int8_out = ref.values if ref is not None else np.full_like(tf_out, np.nan)
     return Checked(prep, conv.float_model, int8, conv.seconds, parity, tol,
                    finish(prep.card, tf_out.reshape(len(tf_out), -1)),
                    finish(prep.card, int8_out.reshape(len(int8_out), -1)))
+
+
+def _target_std(card: ModelCard) -> float | None:
+    target = card.input.target
+    rng = card.training_ranges.get(target) if target else None
+    return rng.std if rng is not None and rng.std > 0 else None
 
 
 def _spread_indices(n: int, k: int) -> list[int]:
@@ -137,11 +144,12 @@ def c_export(int8_model: bytes, card: ModelCard, out_dir: Path) -> CFiles:
         return CFiles(note=note)
     module = importlib.import_module(C_EXPORT_MODULE)
     out_dir.mkdir(parents=True, exist_ok=True)
+    unsupported: type[Exception] = getattr(module, "UnsupportedModel", ValueError)
     try:
         exp = module.export_c(int8_model, card, out_dir)
-    except Exception as exc:  # a firmware-side refusal (unsupported op...) is not fatal
-        note = f"C export refused this model: {exc}"
-        log.warning("%s: %s", card.name, note)
+    except unsupported as exc:  # layers or a pipeline the firmware does not run
+        note = f"no C export: {exc}"
+        log.info("%s: %s", card.name, note)
         return CFiles(note=note)
     files = {f"c/{Path(p).name}": Path(p).read_bytes() for p in (exp.header, exp.source)}
     blob = getattr(exp, "blob", b"")
