@@ -253,19 +253,26 @@ def run(quick: bool) -> dict[str, Any]:
         def edgeloop(name: str, max_batch: int, inline: bool = True) -> tuple[
             str, subprocess.Popen[bytes]
         ]:
+            # Each service its own model name and request topic: all subscribing to the
+            # wildcard would make every service answer every request.
+            model = f"bench-{name}"
+            own = tm.signed_bundle(tiny, tm.FORECAST, 1, keys, work / "bundles",
+                                   card_update={"name": model})
+            tm.write_announcement(own)
+            topic = f"edgeloop/v1/infer/{model}/request"
             cfg = work / f"{name}.json"
             cfg.write_text(json.dumps({"max_batch": max_batch, "queue_max": 4096,
-                                       "inline_when_idle": inline}))
+                                       "inline_when_idle": inline, "request_filter": topic}))
             http = free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.inference", "--config", str(cfg),
                  "--mqtt-port", str(broker.port), "--http-port", str(http),
                  "--client-id", f"bench-{name}", "--public-key", str(keys.public_path),
-                 "--model-dir", str(work / f"cache-{name}"), "--bundle", str(bundle.path),
+                 "--model-dir", str(work / f"cache-{name}"), "--bundle", str(own.path),
                  "--no-stream", "--log-level", "WARNING"],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             wait_for_port(http, timeout_s=60)
-            return "edgeloop/v1/infer/tiny-forecast/request", proc
+            return topic, proc
 
         targets: dict[str, Any] = {
             "echo": lambda: ("bench/echo/request",

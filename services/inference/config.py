@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from services.common.config import Settings
 from services.common.mqtt import MqttSettings
+from services.contract.topics import INFER_REQUEST_ALL
 from services.inference.runtimes import AUTO_ORDER, RuntimeKind
 
 
@@ -135,6 +136,9 @@ class InferenceConfig(Settings):
     workers: int = Field(default=1, ge=1, le=16)
     #: Requests for one model merged into one runtime call (dynamic batching).
     max_batch: int = Field(default=64, ge=1, le=4096)
+    #: Request topics to serve. Several replicas can split the load with an MQTT v5
+    #: shared subscription: ``$share/<group>/edgeloop/v1/infer/+/request``.
+    request_filter: str = INFER_REQUEST_ALL
     #: When no request is queued or running and no other request waits on the socket,
     #: answer on the MQTT network thread itself (no thread hand-off); otherwise queue.
     inline_when_idle: bool = True

@@ -49,6 +49,7 @@ class InferenceService:
         self.client = MqttClient(config.mqtt, config.client_id,
                                  on_connection_change=self._on_connection)
         self.requests = MqttRequestHandler(self.client, self.server, self.metrics,
+                                           config.request_filter,
                                            inline_when_idle=config.inline_when_idle)
         self.aalto = (AaltoAdapter(config.aalto, self.client, self.server, self.models)
                       if config.aalto.enabled else None)
