@@ -39,7 +39,7 @@ from services.common.metrics import MetricsServer
 from services.common.mqtt import MqttClient, Will
 from services.contract import topics
 from services.contract.decode import Rejected, decode_as
-from services.contract.limits import MAX_PAYLOAD_BYTES
+from services.contract.limits import MAX_PAYLOAD_BYTES, MAX_SEQ
 from services.contract.models import (
     READING,
     READINGS,
@@ -73,6 +73,24 @@ class _Ack:
     mid: int
     failed: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Resend:
+    id: str
+    from_seq: int
+    to_seq: int
+
+
+def _as_seq(value: object) -> int | None:
+    """A seq from command args: an int, or a float/str holding one (JSON is loose)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_SEQ else None
 
 
 def make_source(config: CollectorConfig) -> Source:
@@ -112,9 +130,9 @@ class Collector:
         self._done = threading.Event()
         self._source_finished = threading.Event()
         self._inbox: queue.Queue[Chunk] = queue.Queue(maxsize=_INBOX_CHUNKS)
-        self._events: queue.SimpleQueue[_Ack | Command] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[_Ack | _Resend] = queue.SimpleQueue()
         self._inflight: dict[int, _Flight] = {}
-        self._resends: collections.deque[Command] = collections.deque()
+        self._resends: collections.deque[_Resend] = collections.deque()
         self._cursor = -1
         self._positions: dict[str, int] = {}
 
@@ -328,15 +346,16 @@ class Collector:
             self._on_reply({"reply": "ERR", "detail": detail[:256], "command_id": command.id})
 
     def _accept_resend(self, command: Command) -> None:
-        lo, hi = command.args.get("from_seq"), command.args.get("to_seq")
-        if not (isinstance(lo, int) and isinstance(hi, int)) or lo < 0 or hi < lo:
+        lo = _as_seq(command.args.get("from_seq"))
+        hi = _as_seq(command.args.get("to_seq"))
+        if lo is None or hi is None or hi < lo:
             self.metrics.commands.labels(CommandResult.REJECTED.value).inc()
             self._rl.warning("resend-bad", "resend %s needs 0 <= from_seq <= to_seq", command.id)
             return
         self.metrics.commands.labels(CommandResult.HANDLED.value).inc()
         self.metrics.resend_requests.inc()
         log.info("resend %s: seqs %d..%d", command.id, lo, hi)
-        self._events.put(command)
+        self._events.put(_Resend(command.id, lo, hi))
         self._wake.set()
 
     # ------------------------------------------------------------------ publisher thread
@@ -430,7 +449,7 @@ class Collector:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return ranges, count
-            if isinstance(event, Command):
+            if isinstance(event, _Resend):
                 self._resends.append(event)
                 continue
             flight = self._inflight.pop(event.mid, None)
@@ -460,9 +479,9 @@ class Collector:
 
     def _serve_resends(self, outbox: Outbox) -> None:
         while self._resends:
-            command = self._resends.popleft()
-            lo = int(command.args["from_seq"])
-            hi = min(int(command.args["to_seq"]), outbox.next_seq - 1, lo + MAX_RESEND - 1)
+            request = self._resends.popleft()
+            lo = request.from_seq
+            hi = min(request.to_seq, outbox.next_seq - 1, lo + MAX_RESEND - 1)
             rows = outbox.range(lo, hi) if hi >= lo else []
             missing = max(0, hi - lo + 1) - len(rows)
             self.metrics.resent.inc(len(rows))
@@ -470,7 +489,7 @@ class Collector:
                 self.metrics.resend_missing.inc(missing)
             log.info(
                 "resend %s: republishing %d readings (%d no longer held)",
-                command.id, len(rows), missing,
+                request.id, len(rows), missing,
             )
             if rows:
                 self._publish_rows(rows, resend=True)

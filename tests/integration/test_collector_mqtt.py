@@ -271,7 +271,7 @@ def test_resend_republishes_a_held_range_and_counts_the_rest(
         # Seqs 0..9 were acknowledged long ago and pruned (retention 200): counted missing.
         _send_command(mqtt_settings, Command(
             id="r2", device="ws1", site=SITE, command=CommandName.RESEND,
-            args={"from_seq": 0, "to_seq": 9},
+            args={"from_seq": "0", "to_seq": 9.0},  # loose JSON types are accepted
         ))
         received.wait_for(
             lambda: _metric(registry, "edgeloop_collector_resend_missing_readings_total") >= 10,
