@@ -21,7 +21,6 @@ import numpy.typing as npt
 from services.contract.card import ModelCard, Quantization, TestVector
 from services.modelkit.bundle import write_bundle
 from services.modelkit.preprocess import finish
-from services.trainer import tfkit
 from services.trainer.config import Runtime
 from services.trainer.errors import GateError
 from services.trainer.parity import ParityResult, Tolerances, check_parity
@@ -66,6 +65,8 @@ def convert_and_check(prep: Prepared, runtimes: list[Runtime],
                       tol: Tolerances | None = None,
                       int8_override: bytes | None = None) -> Checked:
     """Convert and run the parity gate. ``int8_override`` lets tests inject a broken model."""
+    from services.trainer import tfkit  # TensorFlow only once a model is to be converted
+
     tol = tol or Tolerances()
     conv = tfkit.convert(prep.model, prep.representative, prep.label)
     int8 = int8_override if int8_override is not None else conv.int8_model
@@ -92,6 +93,8 @@ def _spread_indices(n: int, k: int) -> list[int]:
 
 def final_card(chk: Checked, *, n_vectors: int, metrics: dict[str, Any],
                baselines: dict[str, Any], data: dict[str, Any]) -> ModelCard:
+    from services.trainer import tfkit
+
     ref = chk.parity.outputs[Runtime.LITERT]
     (in_s, in_zp), (out_s, out_zp) = ref.input_quant, ref.output_quant
     card = chk.prepared.card

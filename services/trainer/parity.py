@@ -165,8 +165,10 @@ def check_parity(
         err = np.abs(q - tf_out) / spread
         mean, worst = float(err.mean()), float(err.max())
         result.checks.append(Check("int8_mean_rel", mean, tol.quant_mean_rel,
-                                   mean <= tol.quant_mean_rel, "mean abs(int8 - TF) / training std"))
+                                   mean <= tol.quant_mean_rel,
+                                   "mean abs(int8 - TF) / training std"))
         result.checks.append(Check("int8_max_rel", worst, tol.quant_max_rel,
-                                   worst <= tol.quant_max_rel, "max abs(int8 - TF) / training std"))
+                                   worst <= tol.quant_max_rel,
+                                   "max abs(int8 - TF) / training std"))
     log.info("parity %s: %s", "passed" if result.passed else "FAILED", result.summary())
     return result

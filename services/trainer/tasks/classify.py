@@ -22,7 +22,7 @@ from services.contract.card import ModelCard, Normalization, Pipeline
 from services.contract.models import InputSpec, ModelTask
 from services.modelkit.features import FeatureError, SpectralParams, spectral_features
 from services.modelkit.preprocess import LOGITS, OUTPUT_KEY, prepare
-from services.trainer import evaluate, plots, tfkit
+from services.trainer import evaluate, plots
 from services.trainer.config import ModelSpec, TrainerSettings
 from services.trainer.datasets import Recordings, load_edge_impulse, parse_source
 from services.trainer.errors import DataError
@@ -58,6 +58,8 @@ def _load(spec: ModelSpec) -> Recordings:
 
 def _train(x: F32, y: npt.NDArray[np.int64], x_val: F32, y_val: npt.NDArray[np.int64],
            n_classes: int, spec: ModelSpec, label: str) -> tuple[Any, dict[str, list[float]]]:
+    from services.trainer import tfkit
+
     # Logits out; preprocess.finish applies the softmax. An int8 softmax has 1/256
     # resolution and differs between runtimes' kernels, and the firmware has no softmax op.
     model = tfkit.mlp([x.shape[1]], spec.hidden or EI_HIDDEN, outputs=n_classes,
@@ -96,6 +98,8 @@ def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
     log.info("%s: computing %d spectral features per window", spec.model_name,
              len(params.feature_names()))
     feats = spectral_features(w.x, params).astype(np.float64)
+    from services.trainer import tfkit  # only now: bad input fails before TensorFlow loads
+
     tfkit.configure(settings.threads, settings.seed)
 
     # Grouped cross-validation: the headline accuracy.

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from services.contract.card import FieldRange, ModelCard, Normalization, Pipeline
 from services.contract.models import InputSpec, ModelTask
 from services.modelkit.preprocess import finish, prepare
-from services.trainer import evaluate, plots, tfkit
+from services.trainer import evaluate, plots
 from services.trainer.config import ForecastModel, ModelSpec, TrainerSettings
 from services.trainer.datasets import Series
 from services.trainer.errors import DataError, GateError
@@ -125,6 +125,8 @@ def representative(x: F32, n: int = 1000) -> F32:
 
 
 def _predict_final(card: ModelCard, model: Any, x: F32) -> F64:
+    from services.trainer import tfkit
+
     return finish(card, tfkit.predict(model, x).reshape(len(x), -1))[:, 0]
 
 
@@ -153,6 +155,9 @@ def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
     log.info("%s: %d windows (%d train / %d validation / %d test), %d segment(s)",
              card.name, len(lb), len(split.train), len(split.val), len(split.test),
              len(series.segments))
+
+    # TensorFlow is imported only now: bad input fails in a second, before it loads.
+    from services.trainer import tfkit
 
     tfkit.configure(settings.threads, settings.seed)
     shape = list(x.shape[1:])
@@ -335,6 +340,8 @@ def _experiment(lb: LookBack, split: TimeSplit, tod: bool, spec: ModelSpec,
     persistence = evaluate.regression(truth, lb.last[split.test])["rmse"]
     w, b = _ar_weights(x[fit_idx], y[fit_idx])
     ar = evaluate.regression(truth, (x[split.test] @ w + b) * std[0] + mean[0])["rmse"]
+    from services.trainer import tfkit
+
     tfkit.configure(settings.threads, settings.seed)
     model = tfkit.mlp([x.shape[1]], spec.hidden or WORKSHOP_HIDDEN, name="mlp_experiment")
     tfkit.fit(model, x[split.train], y[split.train], x[split.val], y[split.val],

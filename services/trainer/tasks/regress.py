@@ -26,7 +26,7 @@ import numpy.typing as npt
 from services.contract.card import ModelCard, Normalization, Pipeline
 from services.contract.models import InputSpec, ModelTask
 from services.modelkit.preprocess import prepare
-from services.trainer import evaluate, plots, tfkit
+from services.trainer import evaluate, plots
 from services.trainer.config import ModelSpec, TrainerSettings
 from services.trainer.datasets import Series
 from services.trainer.errors import DataError
@@ -84,6 +84,8 @@ def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
     ranges = {c: field_range(rows[fit_idx, j]) for j, c in enumerate([*inputs, target])}
     y_mean, y_std = mean_std(rows[split.train, -1:], 0, "target")
     y = ((rows[:, -1] - y_mean[0]) / y_std[0]).astype(np.float32)[:, None]
+    from services.trainer import tfkit  # only now: bad input fails before TensorFlow loads
+
     tfkit.configure(settings.threads, settings.seed)
     hidden = spec.hidden or AALTO_HIDDEN
     plans = [("linear_single", [single], [], 0.1), ("linear_multi", inputs, [], 0.1),
