@@ -184,6 +184,8 @@ def test_serial_garbage_unplug_replug(
         for reason in ("decode", "malformed", "partial", "non_finite", "oversized")
     }
     assert errors == {k: float(v) for k, v in expected.items()}
+    assert _metric(registry, "edgeloop_collector_lines_total", kind="reading") == total
+    assert _metric(registry, "edgeloop_collector_readings_published_total") == total
     assert _metric(registry, "edgeloop_collector_lines_total", kind="comment") > 0
     assert _metric(registry, "edgeloop_collector_lines_total", kind="reply") == 1
     assert _metric(registry, "edgeloop_collector_device_seq_gaps_total") == 0
