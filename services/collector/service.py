@@ -434,7 +434,8 @@ class Collector:
             if stopping:
                 if deadline is None:
                     deadline = time.monotonic() + self.config.flush_timeout_s
-                    log.info("flushing %d readings to the broker", outbox.pending_count)
+                    if self.connected:
+                        log.info("flushing %d readings to the broker", outbox.pending_count)
                 if self._inbox.empty() and not acks and (
                     idle or not self.connected or time.monotonic() > deadline
                 ):
