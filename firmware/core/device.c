@@ -141,6 +141,7 @@ static void cmd_info(device_t *d) {
     text_u32(buf, sizeof buf, &n, d->generation);
     text_str(buf, sizeof buf, &n, " anomalies=");
     text_u32(buf, sizeof buf, &n, d->anomalies);
+    text_str(buf, sizeof buf, &n, d->port.simulated ? " sensors=sim" : " sensors=real");
     device_reply(d, buf);
 }
 

@@ -14,7 +14,8 @@
 #include "slots.h"
 
 #define FW_VERSION "0.1.0"
-#define DEVICE_LINE_MAX 600u
+/* Longest command line: PREDICT with MODEL_MAX_WIDTH int8 values. */
+#define DEVICE_LINE_MAX 768u
 #define DEVICE_DEFAULT_RATE_MS 1000u
 #define DEVICE_DEFAULT_HEARTBEAT 30u
 /* Model update frames: type u8, offset u32, len u16, data[len], crc32 u32. */
@@ -63,7 +64,7 @@ typedef struct {
     uint32_t suppressed, seq, anomalies;
     sensors_sim_t sim;
     detector_t det;
-    char line[128];
+    char line[DEVICE_LINE_MAX];
     uint32_t line_len;
     uint8_t line_error; /* 0 none, 1 too long, 2 binary garbage */
     update_rx_t upd;

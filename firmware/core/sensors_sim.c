@@ -34,12 +34,13 @@ void sensors_sim_fault(sensors_sim_t *s, fault_kind_t kind, float fire_step) {
 }
 
 void sensors_sim_sample(sensors_sim_t *s, reading_t *out) {
-    /* A slow daily-like swing around the workshop data's mean, with sensor-like noise and
-     * the chips' resolutions (HTS221 1/16 degC here, LPS22HH 1/4096 hPa). */
+    /* A slow daily-like swing inside the workshop data's ranges (so models trained on it
+     * see familiar inputs), with sensor-like noise and the chips' resolutions (1/16 degC
+     * as on the workshop board, LPS22HH 1/4096 hPa). */
     const float phase = (float)(s->n % 3600u) * (6.2831853f / 3600.0f);
     out->v[0] = quantize(26.8f + 0.6f * sinf(phase) + 0.04f * noise(&s->rng), 0.0625f);
-    out->v[1] = quantize(45.0f - 2.0f * sinf(phase) + 0.1f * noise(&s->rng), 0.1f);
-    out->v[2] = quantize(993.4f + 0.3f * cosf(phase) + 0.02f * noise(&s->rng), 1.0f / 4096.0f);
+    out->v[1] = quantize(45.75f - 2.0f * sinf(phase) + 0.1f * noise(&s->rng), 0.1f);
+    out->v[2] = quantize(1006.5f + 0.3f * cosf(phase) + 0.02f * noise(&s->rng), 1.0f / 4096.0f);
     s->n++;
     if (s->fault == FAULT_FIRE) {
         /* An accelerating ramp: no forecaster trained on room climate keeps up with it. */

@@ -37,7 +37,7 @@ static void check_commands(device_t *d) {
     const uint8_t junk[] = {0x01, 0xFE, 0x00, 'P', 'I', 0x80, '\n'};
     fake_send(d, junk, sizeof junk);
     CHECK(strcmp(g_fake.out, "@ERR garbage\n") == 0);
-    char longline[200];
+    char longline[DEVICE_LINE_MAX + 40];
     memset(longline, 'A', sizeof longline - 1);
     longline[sizeof longline - 1] = '\0';
     CHECK(strncmp(fake_cmd(d, longline), "@ERR line too long", 18) == 0);

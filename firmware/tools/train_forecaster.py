@@ -61,7 +61,7 @@ def main() -> int:
     residual = (pred - y[split:]) * std
     float_model = tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
-    def representative():  # noqa: ANN202 - the converter's callback shape
+    def representative():
         for row in x[:: max(1, len(x) // 300)]:
             yield [row[None, :].astype(np.float32)]
 

@@ -71,3 +71,23 @@ def load(name: str, directory: Path) -> DevModel:
     )
     return DevModel(name, directory, (directory / "model.tflite").read_bytes(),
                     (directory / "model_float.tflite").read_bytes(), card, meta)
+
+
+def trainer_bundle(name: str, *, fields: tuple[str, ...] = ("temp",), model: str = "mlp",
+                   epochs: int = 1, root: Path | None = None,
+                   timeout_s: float = 900.0) -> Path:
+    """A bundle made by the real trainer (``edgeloop train``, its own process), cached."""
+    out = (root or BUILD / "models" / "trainer") / name
+    bundle = out / name / f"{name}.bundle.tar"
+    if bundle.exists():
+        return bundle
+    csv = FIRMWARE.parent / "data" / "aiot-workshop" / "aiot_workshop_data.csv"
+    cmd = [sys.executable, "-m", "services.trainer", "--task", "forecast",
+           "--source", f"csv:{csv}", "--target", "temp", "--fields", ",".join(fields),
+           "--window", "10", "--epochs", str(epochs), "--model", model,
+           "--out", str(out), "--name", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                          check=False, cwd=FIRMWARE.parent)
+    if proc.returncode != 0 or not bundle.exists():
+        raise RuntimeError(f"edgeloop train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return bundle

@@ -95,7 +95,7 @@ class QemuDevice:
             "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on",
             "-kernel", str(self.image),
         ]
-        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         finally:

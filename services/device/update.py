@@ -141,7 +141,9 @@ class ModelUpdater:
             resends += 1
             self.result.resends += 1
             if resends > self.max_resends:
-                raise UpdateError(f"chunk at {self.offset} failed {resends} times")
+                raise UpdateError(f"chunk at {self.offset} failed {resends} times "
+                                  f"(NAKs so far: {dict(self._naks) or 'none'}; "
+                                  f"the others timed out)")
         return self.offset
 
     def commit(self) -> str:

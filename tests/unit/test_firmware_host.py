@@ -9,6 +9,7 @@ sources run under QEMU in tests/integration/test_firmware_qemu.py.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import time
@@ -99,7 +100,7 @@ def test_host_device_lines_parse_as_workshop_readings(pty_device: tuple[str, Pat
         assert all(p.values is not None and set(p.values) == {"temp", "humidity", "pressure"}
                    for p in parsed)
         seqs = [p.device_seq or 0 for p in parsed]
-        assert all(b == a + 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        assert all(b == a + 1 for a, b in itertools.pairwise(seqs))
         assert not any(p.flags for p in parsed), "a quiet room raised an anomaly"
 
         assert link.command("FAULT fire", ReplyKind.OK).kind is ReplyKind.OK

@@ -24,7 +24,7 @@ static volatile uint32_t g_rx_head, g_rx_tail;
 
 void SysTick_Handler(void) { g_ms++; }
 
-void Uart0Rx_Handler(void) {
+static void drain_rx(void) {
     while (UART_STATE & 2u) {
         uint8_t b = (uint8_t)UART_DATA;
         uint32_t next = (g_rx_head + 1u) % sizeof g_rx;
@@ -33,7 +33,13 @@ void Uart0Rx_Handler(void) {
             g_rx_head = next;
         }
     }
+}
+
+void Uart0Rx_Handler(void) {
+    /* Clear first, then drain: a byte landing between the last read and a late clear
+     * would leave RX full with no interrupt pending, and the line would stall. */
     UART_INTSTATUS = 2u;
+    drain_rx();
 }
 
 void hal_init(void) {
@@ -56,6 +62,12 @@ void hal_uart_write(const char *s, size_t n) {
 }
 
 int hal_uart_read(void) {
+    if (g_rx_tail == g_rx_head) {
+        /* Belt and braces: poll the data register too, with the interrupt masked. */
+        __asm volatile("cpsid i");
+        drain_rx();
+        __asm volatile("cpsie i");
+    }
     if (g_rx_tail == g_rx_head) return -1;
     uint8_t b = g_rx[g_rx_tail];
     g_rx_tail = (g_rx_tail + 1u) % sizeof g_rx;
