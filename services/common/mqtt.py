@@ -116,8 +116,8 @@ class MqttClient:
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kwargs
         )
-        self._client.enable_logger(logging.getLogger(f"paho.{client_id}"))
-        logging.getLogger(f"paho.{client_id}").setLevel(logging.WARNING)
+        # paho's own logger is left off: it reports every retry while the broker is
+        # down as an ERROR; connection changes are logged here, once each.
         if manual_ack:
             self._client.manual_ack_set(True)
         if settings.username:

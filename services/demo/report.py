@@ -7,10 +7,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from services.demo.summary import DemoSummary
+
+Array = npt.NDArray[Any]
 
 
 @dataclass
@@ -18,16 +22,16 @@ class SeriesPlot:
     """One device's measured series, the edge's predictions, and where alerts fired."""
 
     device: str
-    t_s: np.ndarray
-    measured: np.ndarray
-    predicted_t_s: np.ndarray = field(default_factory=lambda: np.empty(0))
-    predicted: np.ndarray = field(default_factory=lambda: np.empty(0))
+    t_s: Array
+    measured: Array
+    predicted_t_s: Array = field(default_factory=lambda: np.empty(0))
+    predicted: Array = field(default_factory=lambda: np.empty(0))
     alert_t_s: Sequence[float] = ()
     fault_start_s: float | None = None
     unit: str = "°C"
 
 
-def _plt():  # type: ignore[no-untyped-def]
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +63,7 @@ def plot_series(series: Sequence[SeriesPlot], out: Path) -> Path:
     return out
 
 
-def plot_accel(t_s: np.ndarray, magnitude: np.ndarray, events: Sequence[tuple[float, str]],
+def plot_accel(t_s: Array, magnitude: Array, events: Sequence[tuple[float, str]],
                truth_spans: Sequence[tuple[float, float, str]], out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.2))
@@ -106,7 +110,7 @@ def plot_latency(mqtt_s: Sequence[float], http_s: Sequence[float], out: Path) ->
 
 
 def _pct(values: Sequence[float], q: float) -> str:
-    return f"{np.percentile(np.asarray(values) * 1e3, q):.1f} ms" if len(values) else "–"
+    return f"{np.percentile(np.asarray(values) * 1e3, q):.1f} ms" if len(values) else "-"
 
 
 def _fmt(v: object) -> str:
@@ -132,9 +136,9 @@ def write_html(summary: DemoSummary, out_dir: Path, model_images: dict[str, list
     model_imgs = ""
     for m in summary.models:
         metrics = ", ".join(f"{esc(k)} = {_fmt(v)}" for k, v in m.metrics.items())
-        load = f"{m.load_delay_s:.1f} s" if m.load_delay_s is not None else "–"
+        load = f"{m.load_delay_s:.1f} s" if m.load_delay_s is not None else "-"
         model_rows += (
-            f"<tr><td>{esc(m.name)}</td><td>{esc(m.task)}</td><td>{m.version or '–'}</td>"
+            f"<tr><td>{esc(m.name)}</td><td>{esc(m.task)}</td><td>{m.version or '-'}</td>"
             f"<td>{'yes' if m.published else 'no'}</td><td>{'yes' if m.loaded else 'no'}</td>"
             f"<td>{load}</td><td>{metrics}</td><td>{esc(m.detail)}</td></tr>"
         )
@@ -152,7 +156,7 @@ def write_html(summary: DemoSummary, out_dir: Path, model_images: dict[str, list
     ) or "<tr><td colspan=7>none</td></tr>"
     event_rows = "".join(
         f"<tr><td>{esc(e.device)}</td><td>{esc(e.label)}</td><td>{e.confidence:.2f}</td>"
-        f"<td>{esc(e.truth or '–')}</td></tr>"
+        f"<td>{esc(e.truth or '-')}</td></tr>"
         for e in summary.events
     ) or "<tr><td colspan=4>none</td></tr>"
     images = "".join(
@@ -167,8 +171,10 @@ def write_html(summary: DemoSummary, out_dir: Path, model_images: dict[str, list
 <style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 h1{{margin-bottom:0}} .sub{{color:#666;margin-top:.2em}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}} td,th{{border:1px solid #ddd;padding:.3em .6em;
-text-align:left;font-size:.92em}} th{{background:#f4f4f4}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ddd;padding:.3em .6em;
+text-align:left;font-size:.92em}}
+th{{background:#f4f4f4}}
 ul.checks{{list-style:none;padding:0;font-size:1.1em}} .ok{{color:#1a7f37}} .bad{{color:#cf222e}}
 figure{{margin:1em 0}} img{{max-width:100%;border:1px solid #eee}}
 pre{{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}}
@@ -176,19 +182,21 @@ figcaption{{color:#666;font-size:.85em}}
 </style></head><body>
 <h1>edgeloop demo</h1>
 <p class="sub">broker {esc(summary.broker)} · storage {esc(summary.storage)} ·
-registry {esc(summary.registry_url)} · {summary.duration_s:.0f} s · firmware: {esc(summary.firmware)}</p>
+registry {esc(summary.registry_url)} · {summary.duration_s:.0f} s ·
+firmware: {esc(summary.firmware)}</p>
 <ul class="checks">{checks}</ul>
 <h2>Readings</h2>
-<table><tr><th>device</th><th>source</th><th>published</th><th>stored</th><th>duplicates dropped</th>
-<th>lost</th></tr>{dev_rows}</table>
+<table><tr><th>device</th><th>source</th><th>published</th><th>stored</th>
+<th>duplicates dropped</th><th>lost</th></tr>{dev_rows}</table>
 <h2>Models</h2>
 <table><tr><th>model</th><th>task</th><th>version</th><th>published</th><th>loaded at edge</th>
 <th>announce → serving</th><th>held-out metrics</th><th>note</th></tr>{model_rows}</table>
 <h2>Alerts</h2>
-<table><tr><th>device</th><th>kind</th><th>value</th><th>expected</th><th>delay (s of readings)</th>
-<th>delay (readings)</th><th>message</th></tr>{alert_rows}</table>
+<table><tr><th>device</th><th>kind</th><th>value</th><th>expected</th>
+<th>delay (s of readings)</th><th>delay (readings)</th><th>message</th></tr>{alert_rows}</table>
 <h2>Events</h2>
-<table><tr><th>device</th><th>label</th><th>confidence</th><th>recorded as</th></tr>{event_rows}</table>
+<table><tr><th>device</th><th>label</th><th>confidence</th><th>recorded as</th></tr>
+{event_rows}</table>
 <h2>Requests</h2>
 <p>MQTT: {len(summary.latencies_mqtt_s)} requests, p50 {_pct(summary.latencies_mqtt_s, 50)},
 p99 {_pct(summary.latencies_mqtt_s, 99)} · HTTP: {len(summary.latencies_http_s)} requests,

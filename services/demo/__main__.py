@@ -1,0 +1,5 @@
+import sys
+
+from services.demo.cli import main
+
+sys.exit(main())
