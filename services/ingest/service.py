@@ -23,9 +23,10 @@ from services.common.logs import RateLimitedLog
 from services.common.metrics import MetricsServer
 from services.common.mqtt import MqttClient, Protocol
 from services.contract import topics
-from services.contract.decode import Rejected, RejectReason, decode_telemetry
+from services.contract.decode import Rejected, RejectReason
 from services.contract.models import Command, CommandName, Reading
 from services.ingest.config import IngestConfig
+from services.ingest.decode import decode
 from services.ingest.gaps import GapTracker, ResendRequest
 from services.ingest.metrics import IngestMetrics
 from services.ingest.storage import (
@@ -166,6 +167,8 @@ class IngestService:
             self._subscribed.clear()
 
     def _on_subscribe(self, *_args: Any) -> None:
+        if not self._subscribed.is_set():
+            log.info("ingest: subscribed to %s", self.topic_filter)
         self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -229,7 +232,7 @@ class IngestService:
             batch.started = time.monotonic()
         batch.acks.append(item)
         try:
-            readings = decode_telemetry(
+            readings = decode(
                 item.topic, item.payload, now_ns=time.time_ns(), known_devices=self._known,
                 max_future_skew_ns=self._skew_ns,
             )

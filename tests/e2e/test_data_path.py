@@ -159,8 +159,8 @@ def test_every_reading_is_stored_exactly_once_through_broker_and_ingest_kills(
             ]
             ingest = spawn("ingest-1", "services.ingest", ingest_args, tmp_path, free_port())
             procs.append(ingest)
-            wait_for("ingest to connect", lambda: "ingest-e2e connected" in ingest.text(), 20)
-            time.sleep(0.5)  # its SUBSCRIBE lands before the first reading
+            # Until its SUBSCRIBE is granted, readings would go nowhere.
+            wait_for("ingest to subscribe", lambda: "ingest: subscribed" in ingest.text(), 30)
             collector = spawn("collector", "services.collector", [
                 "--source", "replay", "--csv", str(CSV), "--limit", str(N),
                 "--speed", "1500", "--timestamps", "recorded",

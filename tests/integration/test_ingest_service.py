@@ -178,8 +178,7 @@ def test_sigterm_writes_and_acknowledges_the_open_batch(
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=log_path.open("wb"))
     try:
         # Until ingest has subscribed, its messages would not be queued for it.
-        wait_until(lambda: b"ingest-sigterm connected" in log_path.read_bytes(), 20)
-        time.sleep(0.5)
+        wait_until(lambda: b"ingest: subscribed" in log_path.read_bytes(), 30)
         for start in range(0, 1000, 100):
             publisher.publish(topics.telemetry("lab", "dev-9"),
                               batch("dev-9", range(start, start + 100))).wait_for_publish(5)
@@ -199,7 +198,7 @@ def test_sigterm_writes_and_acknowledges_the_open_batch(
     proc = subprocess.Popen([*argv[:-4], "--batch-wait", "0.05"], env=env, cwd=tmp_path,
                             stderr=log_path.open("wb"))
     try:
-        wait_until(lambda: b"ingest-sigterm connected" in log_path.read_bytes(), 20)
+        wait_until(lambda: b"ingest: subscribed" in log_path.read_bytes(), 30)
         time.sleep(2)
     finally:
         proc.send_signal(signal.SIGTERM)
