@@ -142,11 +142,13 @@ def on_connect(cl, u, f, rc, p):
     cl.subscribe(reply, qos=1)
 def on_subscribe(*a):
     ready.set()
+total = 0
 def on_message(cl, u, m):
-    global errors, done
+    global errors, done, total
     t0 = sent.pop(m.properties.CorrelationData, None)
     if t0 is None:
         return
+    total += 1
     if state["measuring"]:
         lat.append(time.perf_counter() - t0)
         done += 1
@@ -175,7 +177,7 @@ c.loop_stop()
 lat.sort()
 def pct(p):
     return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
-print(json.dumps({"inflight": inflight, "completed": done, "errors": errors,
+print(json.dumps({"inflight": inflight, "completed": done, "errors": errors, "total": total,
                   "req_per_s": done / elapsed, "p50_s": pct(0.5), "p99_s": pct(0.99)}))
 '''
 
@@ -185,7 +187,15 @@ def _spawn(code: str, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _load(port: int, topic: str, inflight: int, duration: float, payload: bytes) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(port: int, topic: str, inflight: int, duration: float, payload: bytes,
+          responder: int | None = None) -> dict[str, Any]:
+    cpu0 = _cpu_s(responder) if responder else 0.0
     proc = subprocess.run(
         [sys.executable, "-c", LOAD, "127.0.0.1", str(port), topic, str(inflight),
          str(duration), str(min(1.0, duration / 3))],
@@ -194,6 +204,10 @@ def _load(port: int, topic: str, inflight: int, duration: float, payload: bytes)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode()[-2000:])
     result: dict[str, Any] = json.loads(proc.stdout)
+    # CPU per answered request: robust on a shared machine, where wall-clock rates swing
+    # with whatever else runs; 1 / cpu is the rate one free core would sustain.
+    if responder and result["total"]:
+        result["cpu_us_per_req"] = (_cpu_s(responder) - cpu0) / result["total"] * 1e6
     return result
 
 
@@ -285,10 +299,12 @@ def run(quick: bool) -> dict[str, Any]:
             "edgeloop-queued": lambda: edgeloop("queued", 64, inline=False),
         }
         topics: dict[str, str] = {}
+        pids: dict[str, int] = {}
         for name, make in targets.items():
             topic, proc = make()
             procs.append(proc)
             topics[name] = topic
+            pids[name] = proc.pid
         time.sleep(2.0)
         for name, proc in zip(targets, procs, strict=True):
             if proc.poll() is not None:
@@ -301,20 +317,25 @@ def run(quick: bool) -> dict[str, Any]:
         for rep in range(reps):
             for inflight in INFLIGHT:
                 for name in targets:
-                    r = _load(broker.port, topics[name], inflight, duration, payload)
+                    r = _load(broker.port, topics[name], inflight, duration, payload,
+                              pids[name])
                     samples[name][inflight].append(r)
                     print(f"  rep {rep} {name:17s} inflight={inflight:3d} "
-                          f"{r['req_per_s']:8.1f} req/s p50 {r['p50_s'] * 1e3:7.3f} ms",
+                          f"{r['req_per_s']:8.1f} req/s p50 {r['p50_s'] * 1e3:7.3f} ms "
+                          f"cpu {r.get('cpu_us_per_req', 0):7.1f} us/req",
                           flush=True)
         for name in targets:
             results[name] = {str(i): _summary(samples[name][i]) for i in INFLIGHT}
         # End-to-end batching: 256 rows per request, 8 in flight.
         raws = (22 + 2 * np.random.default_rng(1).standard_normal((256, 8))).tolist()
         big = json.dumps({"inputs": raws, "batch": True}).encode()
-        r = _load(broker.port, topics["edgeloop"], 8, duration, big)
+        r = _load(broker.port, topics["edgeloop"], 8, duration, big, pids["edgeloop"])
+        cpu_row = r.get("cpu_us_per_req", 0.0) / 256
         results["edgeloop_batch256"] = {
             "req_per_s": round(r["req_per_s"], 1),
             "predictions_per_s": round(r["req_per_s"] * 256),
+            "cpu_us_per_prediction": round(cpu_row, 2),
+            "predictions_per_cpu_s": round(1e6 / cpu_row) if cpu_row else None,
             "p50_ms": round(r["p50_s"] * 1000, 3) if r["p50_s"] else None,
             "errors": r["errors"],
         }
@@ -341,6 +362,7 @@ def _summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
         "req_per_s": med("req_per_s"),
         "p50_ms": med("p50_s", 1000.0),
         "p99_ms": med("p99_s", 1000.0),
+        "cpu_us_per_req": med("cpu_us_per_req"),
         "errors": sum(int(r["errors"]) for r in rs),
         "runs": len(rs),
     }
@@ -356,6 +378,11 @@ def _ratios(r: dict[str, Any]) -> dict[str, Any]:
                 "p50_vs_echo": round(s["p50_ms"] / e["p50_ms"], 2),
                 "rps_vs_echo": round(s["req_per_s"] / e["req_per_s"], 2),
                 "rps_vs_tutorial": round(s["req_per_s"] / t["req_per_s"], 2),
+                # Requests one free core sustains, relative: CPU per request inverted.
+                "cpu_capacity_vs_echo": round(e["cpu_us_per_req"] / s["cpu_us_per_req"], 2)
+                if s.get("cpu_us_per_req") and e.get("cpu_us_per_req") else None,
+                "cpu_capacity_vs_tutorial": round(t["cpu_us_per_req"] / s["cpu_us_per_req"], 2)
+                if s.get("cpu_us_per_req") and t.get("cpu_us_per_req") else None,
             }
     return out
 

@@ -40,7 +40,7 @@ class LoadedModel:
     def version(self) -> int:
         return self.card.version
 
-    def predict_raw(self, raws: Sequence[Any]) -> npt.NDArray[np.float32]:
+    def predict_raw(self, raws: Sequence[Any]) -> npt.NDArray[np.float64]:
         """Raw client inputs → final outputs, one row per input."""
         x = pipeline.prepare(self.card, raws)
         return pipeline.finish(self.card, self.runtime.predict(x))

@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Protocol
+from services.contract.models import ErrorCode
 from services.contract.topics import INFER_REQUEST_ALL, ContractTopicError, parse_model_topic
 from services.inference.metrics import InferenceMetrics
 from services.inference.serving import Job, Result, Server, Transport
@@ -42,6 +43,7 @@ class MqttRequestHandler:
         self._rlog = RateLimitedLog(log)
         self._v5 = client.protocol is Protocol.V5
         self._inline = inline_when_idle
+        self._closing = False
         self._last: paho.MQTTMessageInfo | None = None
         self._template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
@@ -75,7 +77,10 @@ class MqttRequestHandler:
             self._reply(result, response_topic, correlation, qos)
 
         job = Job(model=model, transport=Transport.MQTT, reply=reply, payload=bytes(msg.payload))
-        if self._inline and self._server.idle() and not self._more_waiting():
+        if self._closing:
+            # paho has acknowledged it already: answer rather than drop it silently.
+            self._server.reject(job, ErrorCode.OVERLOADED, "service stopping; retry")
+        elif self._inline and self._server.idle() and not self._more_waiting():
             self._server.run_inline(job)
         else:
             self._server.submit(job)
@@ -120,6 +125,10 @@ class MqttRequestHandler:
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             # NO_CONN: paho keeps QoS 1 replies and sends them after reconnecting.
             self._metrics.replies_failed.inc()
+
+    def close(self) -> None:
+        """Stop taking work: requests that still arrive get an error reply, not silence."""
+        self._closing = True
 
     def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until the last reply has left, before disconnecting."""

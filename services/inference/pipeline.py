@@ -29,15 +29,13 @@ def prepare(card: ModelCard, raws: Sequence[Any]) -> npt.NDArray[np.float32]:
         x = preprocess.prepare(card, list(raws))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise InputError(str(exc)[:300]) from None
-    x = np.asarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise InputError("inputs contain non-finite values")
-    return x
+    # preprocess refuses non-finite raw inputs itself; no second pass over the batch here.
+    return x if x.dtype == np.float32 else np.asarray(x, dtype=np.float32)
 
 
-def finish(card: ModelCard, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def finish(card: ModelCard, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """The model's raw output batch → final outputs (de-normalised values, probabilities)."""
-    return np.asarray(preprocess.finish(card, y), dtype=np.float32)
+    return preprocess.finish(card, y)
 
 
 def window_input(card: ModelCard, rows: Sequence[Sequence[float]]) -> Any:

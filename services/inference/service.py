@@ -136,6 +136,7 @@ class InferenceService:
         """Not ready → stop input → answer what was accepted → flush → disconnect."""
         self._ready.clear()
         try:
+            self.requests.close()
             self.updater.stop()
             self.server.stop()
             if self.stream is not None:

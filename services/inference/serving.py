@@ -63,7 +63,7 @@ class Result:
     response: InferenceResponse | None = None
     error: InferenceError | None = None
     model: LoadedModel | None = None
-    rows: npt.NDArray[np.float32] | None = None
+    rows: npt.NDArray[np.float64] | None = None
     #: Where a 3.1.1 client asked for the reply (from the payload).
     reply_to: str | None = None
 
@@ -154,6 +154,7 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._rlog = RateLimitedLog(log)
         self._started = False
+        self._stopped = False
         self._m_batch = metrics.batch_rows
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -179,6 +180,7 @@ class Server:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Answer what is queued, then stop the workers."""
+        self._stopped = True
         if not self._started:
             return
         for _ in self._threads:
@@ -188,6 +190,15 @@ class Server:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         self._started = False
+        # A job that slipped in behind the stop markers still gets an answer.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._finish(job, error_result(job, ErrorCode.OVERLOADED,
+                                               "service stopping; retry"))
 
     def set_window_source(self, windows: WindowSource | None) -> None:
         self._windows = windows
@@ -196,6 +207,9 @@ class Server:
     def submit(self, job: Job) -> bool:
         """Queue a job; when the queue is full answer it ``overloaded`` and return False."""
         self.metrics.in_flight.inc()
+        if self._stopped:
+            self._finish(job, error_result(job, ErrorCode.OVERLOADED, "service stopping; retry"))
+            return False
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -205,6 +219,11 @@ class Server:
             return False
         self.metrics.queue_depth.set(self._queue.qsize())
         return True
+
+    def reject(self, job: Job, code: ErrorCode, message: str) -> None:
+        """Answer a job with an error without running it (e.g. while stopping)."""
+        self.metrics.in_flight.inc()
+        self._finish(job, error_result(job, code, message))
 
     def idle(self) -> bool:
         """Nothing queued and no worker busy: a request run right now waits for nobody."""
@@ -374,7 +393,7 @@ class Server:
             return
         self._answer(job, model, y)
 
-    def _answer(self, job: Job, model: LoadedModel, y: npt.NDArray[np.float32]) -> None:
+    def _answer(self, job: Job, model: LoadedModel, y: npt.NDArray[np.float64]) -> None:
         req = job.request or InferenceRequest()
         rows = y.reshape(y.shape[0], -1)
         outputs: list[Any] = rows.tolist() if (req.batch and req.device is None) else \

@@ -119,3 +119,15 @@ def test_full_queue_answers_overloaded_at_once(
     req = InferenceRequest(inputs=body["inputs"])  # type: ignore[arg-type]
     assert server.run_now(Job(model=tm.FORECAST, transport=Transport.HTTP,
                               reply=lambda _r: None, request=req)).response is not None
+
+
+def test_jobs_after_stop_are_answered_not_dropped(
+    tiny: tm.TinyModels, registry: CollectorRegistry
+) -> None:
+    server = make(tiny, registry)
+    server.start()
+    server.stop()
+    out: list[Result] = []
+    assert not server.submit(job({"inputs": [1.0] * 8}, out))
+    assert out and out[0].error is not None and out[0].error.code is ErrorCode.OVERLOADED
+    assert "stopping" in out[0].error.message
