@@ -92,7 +92,7 @@ class QemuDevice:
             "-qmp", f"tcp:127.0.0.1:{self.qmp_port},server=on,wait=off",
             # wait=on: the machine starts when the first client (the collector, a test)
             # connects, so no line is lost before anyone listens.
-            "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on",
+            "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on",
             "-kernel", str(self.image),
         ]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL

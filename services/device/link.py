@@ -64,7 +64,11 @@ class DeviceLink:
             if time.monotonic() >= deadline:
                 return None
             try:
-                chunk = self._serial.read(4096)
+                # read(1) returns as soon as a byte arrives; read(4096) would sit out the
+                # whole timeout on a quiet line. Then take whatever else is waiting.
+                chunk = self._serial.read(1)
+                if chunk:
+                    chunk += self._serial.read(self._serial.in_waiting)
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(f"read from {self.port} failed: {exc}") from None
             self._buf += chunk
