@@ -242,6 +242,20 @@ def _runtime_throughput(tiny: tm.TinyModels, seconds: float) -> dict[str, Any]:
                 model.predict_raw(raws)
                 n += batch
             out[f"{name}/batch{batch}"] = round(n / (time.perf_counter() - t0))
+        # The alternative to resizing the input tensor: one invoke per row.
+        rt = model.runtime
+        x = np.zeros((512, *rt.input_shape), dtype=np.float32)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for i in range(512):
+                rt.predict(x[i : i + 1])
+            n += 512
+        out[f"{name}/loop_invoke_rows"] = round(n / (time.perf_counter() - t0))
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            rt.predict(x)
+            n += 512
+        out[f"{name}/resized_invoke_rows"] = round(n / (time.perf_counter() - t0))
     return out
 
 
