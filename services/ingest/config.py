@@ -52,8 +52,9 @@ class IngestConfig(Settings):
     batch_max: int = Field(default=5000, ge=1, le=200_000)
     #: ... or when its first message has waited this long (seconds).
     batch_wait_s: float = Field(default=0.25, gt=0, le=60)
-    #: Received messages waiting for the writer; a full queue holds back the network thread.
-    queue_max: int = Field(default=20_000, ge=10)
+    #: Received messages waiting for the writer (a 500-reading message is ~55 kB). A full
+    #: queue holds back the MQTT network thread: backpressure instead of unbounded memory.
+    queue_max: int = Field(default=1000, ge=10)
     #: Allow-list of device ids; empty = accept every device.
     devices: list[str] = Field(default_factory=list)
     #: How far ahead of our clock a reading's timestamp may be (seconds).

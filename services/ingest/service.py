@@ -86,6 +86,7 @@ class IngestService:
         self._subscribed = threading.Event()
         #: Set if the writer thread died: the process should exit non-zero.
         self.failed = threading.Event()
+        self._gave_up = False
         self._writer: threading.Thread | None = None
         self._metrics_server: MetricsServer | None = None
         self._mqtt: MqttClient | None = None
@@ -263,6 +264,8 @@ class IngestService:
         batch.clear()
 
     def _write(self, batch: _Batch, *, final: bool) -> bool:
+        if self._gave_up:
+            return False  # stopping with the backend down: leave the rest to the broker
         readings = [r for g in batch.groups for r in g]
         delay = 0.25
         give_up_at = time.monotonic() + self.config.stop_flush_timeout_s
@@ -276,8 +279,10 @@ class IngestService:
                                "%d readings: %s", len(readings), exc)
                 stopping = final or self._stopping.is_set()
                 if stopping and time.monotonic() >= give_up_at:
-                    log.error("ingest: stopping with %d readings unwritten; the broker will "
-                              "redeliver them", len(readings))
+                    log.error("ingest: stopping with storage unavailable; %d readings and "
+                              "what is still queued are left to the broker to redeliver",
+                              len(readings))
+                    self._gave_up = True
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, self.config.retry_max_s)

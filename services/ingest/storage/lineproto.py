@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from operator import add
 
 from services.contract.models import Reading
 from services.ingest.storage.base import MEASUREMENT
@@ -26,13 +27,28 @@ def _string_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: Escaped ``name=`` prefixes per tuple of value names: a fleet sends few distinct shapes.
+_PREFIXES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_PREFIXES_MAX = 4096
+
+
+def _prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
+    found = _PREFIXES.get(names)
+    if found is None:
+        found = tuple(field_key(n) + "=" for n in names)
+        if len(_PREFIXES) < _PREFIXES_MAX:
+            _PREFIXES[names] = found
+    return found
+
+
 def encode(readings: Iterable[Reading]) -> list[str]:
     """One line per reading, timestamp in nanoseconds."""
-    key = field_key
     out: list[str] = []
     append = out.append
     for r in readings:
-        fields = ",".join([f"{key(k)}={v!r}" for k, v in r.values.items()])
+        values = r.values
+        # repr() of a float is its shortest round-trip form, which line protocol accepts.
+        fields = ",".join(map(add, _prefixes(tuple(values)), map(repr, values.values())))
         flags = f",flags={_string_value(','.join(r.flags))}" if r.flags else ""
         append(
             f"{MEASUREMENT},device={r.device},site={r.site} seq={r.seq}i{flags},{fields} {r.ts}"
