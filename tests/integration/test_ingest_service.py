@@ -23,6 +23,7 @@ from services.ingest.config import IngestConfig, StorageSettings
 from services.ingest.service import IngestService
 from services.ingest.storage import open_storage
 from tests.support.servers import Mosquitto
+from tests.support.tsdb import InfluxDB1
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +207,31 @@ def test_sigterm_writes_and_acknowledges_the_open_batch(
     with open_storage(f"sqlite:///{db}") as storage:
         assert storage.count() == 1000
     assert proc.returncode == 0, log_path.read_text()[-2000:]
+
+
+def test_a_storage_outage_holds_readings_back_until_it_is_over(
+    mqtt_settings: MqttSettings, tmp_path: Path, registry: CollectorRegistry,
+    publisher: MqttClient,
+) -> None:
+    influx = InfluxDB1(tmp_path / "influxdb1")
+    influx.start()
+    service = make_service(mqtt_settings, tmp_path, registry,
+                           storage=StorageSettings(url=influx.storage_url(),
+                                                   state_dir=tmp_path / "state"),
+                           retry_max_s=0.5)
+    topic = topics.telemetry("lab", "dev-1")
+    try:
+        publisher.publish(topic, batch("dev-1", range(100))).wait_for_publish(5)
+        wait_until(lambda: metric(registry, "edgeloop_ingest_readings_written_total") == 100)
+        influx.stop()
+        publisher.publish(topic, batch("dev-1", range(100, 200))).wait_for_publish(5)
+        wait_until(lambda: metric(registry, "edgeloop_ingest_write_errors_total",
+                                  kind="unavailable") >= 2)
+        assert metric(registry, "edgeloop_ingest_readings_written_total") == 100
+        influx.start()
+        wait_until(lambda: metric(registry, "edgeloop_ingest_readings_written_total") == 200)
+        assert service.storage.count("dev-1") == 200
+        assert metric(registry, "edgeloop_ingest_write_errors_total", kind="refused") == 0
+    finally:
+        service.stop()
+        influx.stop()
