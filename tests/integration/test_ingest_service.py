@@ -22,7 +22,7 @@ from services.contract.models import Command, CommandName, Reading, ReadingBatch
 from services.ingest.config import IngestConfig, StorageSettings
 from services.ingest.service import IngestService
 from services.ingest.storage import open_storage
-from tests.support.servers import Mosquitto
+from tests.support.servers import Mosquitto, ServerProcess, free_port
 from tests.support.tsdb import InfluxDB1
 
 pytestmark = pytest.mark.integration
@@ -235,3 +235,37 @@ def test_a_storage_outage_holds_readings_back_until_it_is_over(
     finally:
         service.stop()
         influx.stop()
+
+
+def test_ingest_over_amqtt_the_embedded_311_broker(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """amqtt (the demo's no-install broker) has no shared subscriptions and no MQTT v5."""
+    amqtt = Path(sys.executable).with_name("amqtt")
+    if not amqtt.exists():
+        pytest.skip("amqtt not installed (extra: embedded-broker)")
+    port = free_port()
+    conf = tmp_path / "amqtt.yaml"
+    conf.write_text(
+        "listeners:\n  default:\n    type: tcp\n"
+        f"    bind: 127.0.0.1:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+        "    allow_anonymous: true\n"
+    )
+    broker = ServerProcess("amqtt", [str(amqtt), "-c", str(conf)], tmp_path, port)
+    broker.start()
+    settings = MqttSettings(host="127.0.0.1", port=port, protocol=Protocol.V311)
+    pub = MqttClient(settings, "amqtt-pub", persistent=False)
+    service = make_service(settings, tmp_path, registry)
+    pub.start()
+    try:
+        assert pub.wait_connected(10)
+        for start in range(0, 1000, 250):
+            pub.publish(topics.telemetry("lab", "d5"),
+                        batch("d5", range(start, start + 250))).wait_for_publish(5)
+        wait_until(lambda: service.storage.count("d5") == 1000, 30)
+        assert list(service.storage.query().seq) == list(range(1000))
+    finally:
+        pub.stop()
+        service.stop()
+        broker.stop()
