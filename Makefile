@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - benchmarks; JSON results in bench/results/"
 	@echo "make certs  - a CA and broker/client certificates in certs/ (openssl)"
 	@echo "make images - build every service image (linux/amd64)"
+	@echo "make firmware - build the firmware (host, QEMU mps2, stm32f4), run its C tests, check sizes"
 
 demo:
 	@scripts/bootstrap.sh demo
@@ -36,6 +37,10 @@ bench:
 certs:
 	@scripts/bootstrap.sh demo
 	$(BIN)/edgeloop broker certs --out certs
+
+firmware:
+	@scripts/bootstrap.sh test
+	$(MAKE) -C firmware all test-host test-qemu size
 
 schemas:
 	$(BIN)/edgeloop contract write-schemas
