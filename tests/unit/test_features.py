@@ -18,7 +18,9 @@ RATE = 62.5
 WINDOW = 62
 
 
-def tone(freq_hz: float, amplitude: float = 1.0, offset: float = 0.0) -> np.ndarray[Any, np.dtype[np.float64]]:
+def tone(freq_hz: float, amplitude: float = 1.0, offset: float = 0.0) -> (
+    np.ndarray[Any, np.dtype[np.float64]]
+):
     t = np.arange(WINDOW) / RATE
     axis = offset + amplitude * np.sin(2 * np.pi * freq_hz * t)
     return np.stack([axis, np.zeros(WINDOW), np.full(WINDOW, 9.81)], axis=1)
