@@ -29,6 +29,8 @@ class SeriesPlot:
     alert_t_s: Sequence[float] = ()
     fault_start_s: float | None = None
     unit: str = "°C"
+    #: A second, zoomed panel (start, end) in seconds, e.g. around the fire.
+    zoom: tuple[float, float] | None = None
 
 
 def _plt() -> Any:
@@ -40,22 +42,43 @@ def _plt() -> Any:
     return plt
 
 
+def _draw(ax: Any, s: SeriesPlot, lo: float | None = None, hi: float | None = None) -> None:
+    def cut(t: Array, y: Array) -> tuple[Array, Array]:
+        if lo is None or hi is None or not len(t):
+            return t, y
+        keep = (t >= lo) & (t <= hi)
+        return t[keep], y[keep]
+
+    ax.plot(*cut(s.t_s, s.measured), lw=1.0, color="#1f77b4", label="measured")
+    if len(s.predicted):
+        ax.plot(*cut(s.predicted_t_s, s.predicted), lw=1.0, color="#ff7f0e", alpha=0.85,
+                label="edge prediction")
+    if s.fault_start_s is not None:
+        ax.axvline(s.fault_start_s, color="#888", ls="--", lw=1, label="fire injected")
+    for i, t in enumerate(s.alert_t_s):
+        if lo is None or hi is None or lo <= t <= hi:
+            ax.axvline(t, color="#d62728", lw=1.5, label="alert raised" if i == 0 else None)
+    ax.set_ylabel(s.unit)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def plot_series(series: Sequence[SeriesPlot], out: Path) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(len(series), 1, figsize=(10, 3.2 * len(series)), squeeze=False)
-    for ax, s in zip(axes[:, 0], series, strict=True):
-        ax.plot(s.t_s, s.measured, lw=1.0, color="#1f77b4", label="measured")
-        if len(s.predicted):
-            ax.plot(s.predicted_t_s, s.predicted, lw=1.0, color="#ff7f0e", alpha=0.85,
-                    label="edge prediction")
-        if s.fault_start_s is not None:
-            ax.axvline(s.fault_start_s, color="#888", ls="--", lw=1, label="fire injected")
-        for i, t in enumerate(s.alert_t_s):
-            ax.axvline(t, color="#d62728", lw=1.5, label="alert" if i == 0 else None)
-        ax.set_title(s.device)
-        ax.set_ylabel(s.unit)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+    zoomed = any(s.zoom for s in series)
+    fig, axes = plt.subplots(len(series), 2 if zoomed else 1,
+                             figsize=(13 if zoomed else 10, 3.2 * len(series)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2, 1]} if zoomed else None)
+    for row, s in enumerate(series):
+        _draw(axes[row, 0], s)
+        axes[row, 0].set_title(f"{s.device}: the whole replay")
+        if zoomed:
+            ax = axes[row, 1]
+            if s.zoom:
+                _draw(ax, s, *s.zoom)
+                ax.set_title(f"{s.device}: around the fire")
+            else:
+                ax.axis("off")
     axes[-1, 0].set_xlabel("seconds of recording")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -148,12 +171,22 @@ def write_html(summary: DemoSummary, out_dir: Path, model_images: dict[str, list
             model_imgs += (f"<figure><img src='{esc(dest.name)}' alt='{esc(img.stem)}'>"
                            f"<figcaption>{esc(m.name)}: {esc(img.stem.replace('_', ' '))}"
                            "</figcaption></figure>")
+    fire = [a for a in summary.alerts if a.kind == "forecast_deviation"]
     alert_rows = "".join(
         f"<tr><td>{esc(a.device)}</td><td>{esc(a.kind)}</td><td>{_fmt(a.value)}</td>"
         f"<td>{_fmt(a.expected)}</td><td>{_fmt(a.delay_s)}</td><td>{_fmt(a.delay_readings)}</td>"
         f"<td>{esc(a.message)}</td></tr>"
-        for a in summary.alerts
+        for a in fire
     ) or "<tr><td colspan=7>none</td></tr>"
+    by_kind: dict[tuple[str, str], list[str]] = {}
+    for a in summary.alerts:
+        if a.kind != "forecast_deviation":
+            by_kind.setdefault((a.device, a.kind), []).append(a.message)
+    quality_rows = "".join(
+        f"<tr><td>{esc(dev)}</td><td>{esc(kind)}</td><td>{len(msgs)}</td>"
+        f"<td>{esc(msgs[0])}</td></tr>"
+        for (dev, kind), msgs in sorted(by_kind.items())
+    ) or "<tr><td colspan=4>none</td></tr>"
     event_rows = "".join(
         f"<tr><td>{esc(e.device)}</td><td>{esc(e.label)}</td><td>{e.confidence:.2f}</td>"
         f"<td>{esc(e.truth or '-')}</td></tr>"
@@ -192,8 +225,14 @@ firmware: {esc(summary.firmware)}</p>
 <table><tr><th>model</th><th>task</th><th>version</th><th>published</th><th>loaded at edge</th>
 <th>announce → serving</th><th>held-out metrics</th><th>note</th></tr>{model_rows}</table>
 <h2>Alerts</h2>
+<p>Forecast deviation: the reading is off the edge model's prediction by more than the
+threshold for several readings in a row.</p>
 <table><tr><th>device</th><th>kind</th><th>value</th><th>expected</th>
 <th>delay (s of readings)</th><th>delay (readings)</th><th>message</th></tr>{alert_rows}</table>
+<p>Data-quality alerts, checked against the training statistics in the model card
+(raised count, first message):</p>
+<table><tr><th>device</th><th>kind</th><th>raised</th><th>first message</th></tr>
+{quality_rows}</table>
 <h2>Events</h2>
 <table><tr><th>device</th><th>label</th><th>confidence</th><th>recorded as</th></tr>
 {event_rows}</table>

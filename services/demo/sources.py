@@ -6,7 +6,8 @@ the recent past so that the last row lands at the moment the replay would end: n
 reading is ever stamped in the future.
 
 ``FAULT fire`` arrives on the device's ``cmd`` topic like it would for real firmware,
-and from the next row on the temperature ramps up as a fire would.
+and from the next row on the temperature follows a fire's curve: a fast rise, a plateau,
+and a slow decay back to the recording, so the alert is raised and later cleared.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ class FireState:
     start_row: int | None = None
     #: Recorded time of that row, for the alert's delay.
     start_ts: int | None = None
+
+
+#: Rows of rise, plateau and decay of the injected fire (3 s each on the workshop board).
+FIRE_RISE, FIRE_HOLD, FIRE_DECAY = 12, 20, 60
+
+
+def fire_excess(row: int, c_per_row: float) -> float:
+    """Degrees the fire adds ``row`` readings after it started."""
+    peak = FIRE_RISE * c_per_row
+    if row < FIRE_RISE:
+        return (row + 1) * c_per_row
+    if row < FIRE_RISE + FIRE_HOLD:
+        return peak
+    left = FIRE_RISE + FIRE_HOLD + FIRE_DECAY - row
+    return max(0.0, peak * left / FIRE_DECAY)
 
 
 class RecordedDevice(Source):
@@ -106,7 +122,7 @@ class RecordedDevice(Source):
                     if fire_row is not None and self.fire_field in values and i >= fire_row:
                         if self.fire.start_ts is None:
                             self.fire.start_ts = ts
-                        values[self.fire_field] += self.fire_c_per_row * (i - fire_row + 1)
+                        values[self.fire_field] += fire_excess(i - fire_row, self.fire_c_per_row)
                     self.played = i + 1
                 self.emitted.append((ts, values))
                 batch.append(Row(ts, values, ()))
