@@ -148,6 +148,16 @@ def test_reset_halfway_keeps_the_old_model_then_resumes(
     assert result.resumed_from == half  # the acked offset survived the reset
     assert link.info().hash == image_hash(exp.blob)
 
+    # A software reset (SYSRESETREQ): the device boots into the new model.
+    assert link.command("RESET", ReplyKind.OK).text == "@OK RESET"
+    deadline = time.monotonic() + 10
+    while (line := link.read_line(deadline)) is not None and not line.startswith("# edgeloop"):
+        pass
+    assert line is not None, "no boot banner after RESET"
+    info = link.info()
+    assert info.hash == image_hash(exp.blob) and info.slot == "b"
+    assert info.extra["gen"] == "2"
+
 
 def test_model_with_a_bad_test_vector_is_refused(
         device: tuple[QemuDevice, DeviceLink], new_model: tuple[DevModel, ce.CExport]) -> None:
