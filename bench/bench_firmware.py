@@ -30,6 +30,9 @@ def _instructions(target: str) -> dict[str, float]:
     for name, insns, calls in re.findall(r"bench (\S+) insns=(\d+) calls=(\d+)",
                                          proc.stdout + proc.stderr):
         out[name] = int(insns) / int(calls)
+    # 0 here: QEMU does not emulate the DWT cycle counter, hence -icount.
+    dwt = re.search(r"dwt_cyccnt_delta=(\d+)", proc.stdout + proc.stderr)
+    out["dwt_cyccnt_delta_over_calibration"] = float(dwt.group(1)) if dwt else -1.0
     return out
 
 

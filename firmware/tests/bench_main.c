@@ -43,11 +43,23 @@ int main(void) {
     model_t m;
     if (model_parse(factory_model_blob, factory_model_blob_len, &m) != MODEL_OK) hal_exit(2);
     enum { N = 2000 };
+    /* Is DWT CYCCNT emulated? Enable it and see whether it moves over the loop below. */
+    *(volatile uint32_t *)0xE000EDFCu |= 1u << 24; /* DEMCR.TRCENA */
+    *(volatile uint32_t *)0xE0001000u |= 1u;       /* DWT_CTRL.CYCCNTENA */
+    const uint32_t cyc0 = *(volatile uint32_t *)0xE0001004u;
     /* Calibration: 4 instructions per iteration (2 nops, subs, bne). */
     uint64_t t0 = now_ticks();
     uint32_t k = 1000000u;
     __asm volatile("1: nop\n nop\n subs %0, %0, #1\n bne 1b" : "+r"(k));
     report("calibration_4_insn_loop", now_ticks() - t0, 1000000u);
+    {
+        char buf[64];
+        size_t len = 0;
+        text_str(buf, sizeof buf, &len, "bench dwt_cyccnt_delta=");
+        text_u32(buf, sizeof buf, &len, *(volatile uint32_t *)0xE0001004u - cyc0);
+        text_str(buf, sizeof buf, &len, "\n");
+        hal_console(buf);
+    }
 
     int8_t in[MODEL_MAX_WIDTH], out[MODEL_MAX_WIDTH];
     for (uint16_t i = 0; i < m.n_inputs; i++) in[i] = (int8_t)(i * 7 - 40);
