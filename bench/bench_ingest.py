@@ -32,12 +32,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.common.mqtt import MqttClient, MqttSettings
 from services.contract import topics
 from services.contract.decode import decode_telemetry
+from services.contract.limits import MAX_FUTURE_SKEW_NS
 from services.contract.models import Reading, ReadingBatch, Sample
+from services.ingest.decode import decode
 from services.ingest.storage import lineproto
 from tests.support.servers import Mosquitto, free_port, wait_for_port
 from tests.support.tsdb import InfluxDB1, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[1]
+CSV = REPO / "data" / "aiot-workshop" / "aiot_workshop_data.csv"
 SAMPLES_PER_MESSAGE = 500
 DEVICES = 4
 
@@ -101,8 +104,41 @@ def _floor_sqlite(path: Path, readings: list[Reading]) -> float:
     return rate
 
 
-def _pipeline(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str, bytes]],
-              n: int) -> dict[str, Any]:
+def _publish_payloads(broker: Mosquitto, payloads: list[tuple[str, bytes]], tag: str) -> None:
+    """Pre-encoded ReadingBatch messages, QoS 1, as fast as the broker takes them."""
+    pub = MqttClient(MqttSettings(host=broker.host, port=broker.port, max_inflight=1000),
+                     f"bench-pub-{tag}", persistent=False)
+    pub.start()
+    try:
+        if not pub.wait_connected(10):
+            raise RuntimeError("publisher could not connect")
+        infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
+        for info in infos:
+            info.wait_for_publish(60)
+    finally:
+        pub.stop()
+
+
+def _replay_collector(broker: Mosquitto, work: Path, limit: int) -> subprocess.Popen[bytes]:
+    """The real collector replaying the workshop CSV as fast as it can."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGELOOP_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.collector", "--source", "replay", "--csv", str(CSV),
+         "--limit", str(limit), "--speed", "0", "--device", "bench-collector",
+         "--site", "bench", "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+         "--outbox", str(work / "outbox.db"), "--batch-max", str(SAMPLES_PER_MESSAGE),
+         "--metrics-port", "0", "--exit-when-done"],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=(work / "collector.log").open("wb"),
+    )
+
+
+def _pipeline(broker: Mosquitto, url: str, work: Path, n: int,
+              publish: Callable[[], subprocess.Popen[bytes] | None]) -> dict[str, Any]:
+    """Start ingest, run ``publish``, and time until ingest has written ``n`` readings.
+
+    ``wall_s`` runs from the first publish (or, for a collector process, from the first
+    message ingest receives, so the collector's interpreter start-up is not counted).
+    """
     port = free_port()
     log = work / "ingest.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "EDGELOOP_LOG_LEVEL": "INFO"}
@@ -116,8 +152,6 @@ def _pipeline(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str,
          "--batch-max", "20000", "--batch-wait", "0.2"],
         cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )
-    pub = MqttClient(MqttSettings(host=broker.host, port=broker.port, max_inflight=1000),
-                     f"bench-pub-{port}", persistent=False)
     try:
         wait_for_port(port, timeout_s=30)
         deadline = time.monotonic() + 30
@@ -126,30 +160,31 @@ def _pipeline(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str,
                 raise RuntimeError(f"ingest did not subscribe: {log.read_text()[-1000:]}")
             time.sleep(0.05)
         cpu0 = _cpu_s(proc.pid)
-        pub.start()
-        if not pub.wait_connected(10):
-            raise RuntimeError("publisher could not connect")
         t0 = time.perf_counter()
-        infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
-        for info in infos:
-            info.wait_for_publish(60)
+        source = publish()
         published_s = time.perf_counter() - t0
+        first: float | None = None if source is not None else t0
         deadline = time.monotonic() + 300
         m: dict[str, float] = {}
         while time.monotonic() < deadline:
             m = _scrape(port)
+            if first is None and m.get("edgeloop_ingest_messages_total", 0) > 0:
+                first = time.perf_counter()
             if m.get("edgeloop_ingest_readings_written_total", 0) >= n:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         else:
             stored = m.get("edgeloop_ingest_readings_written_total")
             raise RuntimeError(f"ingest stored only {stored} of {n}: {log.read_text()[-1000:]}")
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - (first or t0)
+        if source is not None and source.wait(timeout=60) != 0:
+            raise RuntimeError("collector failed: " + (work / "collector.log")
+                               .read_text()[-1000:])
         cpu = _cpu_s(proc.pid) - cpu0
         return {
             "readings": n,
-            "messages": len(payloads),
-            "publish_s": round(published_s, 3),
+            "messages": int(m.get("edgeloop_ingest_messages_total", 0)),
+            "publish_s": round(published_s, 3) if source is None else None,
             "wall_s": round(wall, 3),
             "readings_per_s": round(n / wall),
             "ingest_cpu_s": round(cpu, 2),
@@ -158,7 +193,6 @@ def _pipeline(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str,
             "duplicates": int(m.get("edgeloop_ingest_duplicates_total", 0)),
         }
     finally:
-        pub.stop()
         proc.terminate()
         try:
             proc.wait(timeout=30)
@@ -167,28 +201,56 @@ def _pipeline(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str,
             proc.wait()
 
 
+def _both(broker: Mosquitto, url: str, work: Path, payloads: list[tuple[str, bytes]], n: int,
+          rows: int, floor: float) -> dict[str, Any]:
+    """Publisher-driven (ingest's own rate) and collector-driven (the whole path) runs."""
+    (work / "pub").mkdir(parents=True)
+    (work / "col").mkdir(parents=True)
+    def publisher() -> None:
+        _publish_payloads(broker, payloads, work.name)
+
+    res = _pipeline(broker, url, work / "pub", n, publisher)
+    col_url = (url.replace("ingest.db", "collector.db") if url.startswith("sqlite")
+               else url.replace("bench", "benchcol"))
+    col = _pipeline(broker, col_url, work / "col", rows,
+                    lambda: _replay_collector(broker, work / "col", rows))
+    return {
+        "floor_readings_per_s": round(floor), **res,
+        "from_collector": {k: col[k] for k in ("readings", "messages", "wall_s",
+                                               "readings_per_s", "readings_per_cpu_s")},
+    }
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc (scraping costs CPU itself)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _decode_rate(payloads: list[tuple[str, bytes]]) -> float:
+def _ingest_decode(topic: str, payload: bytes, now_ns: int) -> list[Reading]:
+    return decode(topic, payload, now_ns=now_ns, known_devices=None,
+                  max_future_skew_ns=MAX_FUTURE_SKEW_NS)
+
+
+def _decode_rate(payloads: list[tuple[str, bytes]],
+                 fn: Callable[..., list[Reading]]) -> float:
     now = time.time_ns()
     t0 = time.perf_counter()
-    n = sum(len(decode_telemetry(t, p, now_ns=now)) for t, p in payloads)
+    n = sum(len(fn(t, p, now_ns=now)) for t, p in payloads)
     return n / (time.perf_counter() - t0)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     n = 20_000 if quick else 200_000
+    rows = 5_000 if quick else 17_213  # the whole workshop recording
     base_ns = time.time_ns() - n * 1_000_000 - 3_600 * 10**9
     readings = _readings(n, base_ns)
     payloads = _payloads(readings)
     lines = lineproto.encode(readings)
     results: dict[str, Any] = {
         "readings": n, "samples_per_message": SAMPLES_PER_MESSAGE, "devices": DEVICES,
-        "decode_readings_per_s": round(_decode_rate(payloads)),
+        "contract_decode_readings_per_s": round(_decode_rate(payloads, decode_telemetry)),
+        "ingest_decode_readings_per_s": round(_decode_rate(payloads, _ingest_decode)),
         "encode_line_protocol_per_s": round(n / _timed(lambda: lineproto.encode(readings))),
         "backends": {},
     }
@@ -201,8 +263,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             work = root / "sqlite"
             work.mkdir()
             floor = _floor_sqlite(work / "floor.db", readings)
-            res = _pipeline(broker, f"sqlite:///{work}/ingest.db", work, payloads, n)
-            results["backends"]["sqlite"] = {"floor_readings_per_s": round(floor), **res}
+            results["backends"]["sqlite"] = _both(
+                broker, f"sqlite:///{work}/ingest.db", work, payloads, n, rows, floor)
 
             influx = InfluxDB1(root / "influxdb1")
             influx.start()
@@ -213,9 +275,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                                     {"db": "floor", "precision": "ns"}, lines)
                 work = root / "influx1"
                 work.mkdir()
-                res = _pipeline(broker, influx.storage_url("bench"), work, payloads, n)
-                results["backends"]["influxdb1 (InfluxDB 1.6.7)"] = {
-                    "floor_readings_per_s": round(floor), **res}
+                results["backends"]["influxdb1 (InfluxDB 1.6.7)"] = _both(
+                    broker, influx.storage_url("bench"), work, payloads, n, rows, floor)
             finally:
                 influx.stop()
 
@@ -227,9 +288,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                                     lines)
                 work = root / "vm"
                 work.mkdir()
-                res = _pipeline(broker, vm.storage_url(), work, payloads, n)
-                results["backends"]["influxdb (2.x write API on VictoriaMetrics)"] = {
-                    "floor_readings_per_s": round(floor), **res}
+                results["backends"]["influxdb (2.x write API on VictoriaMetrics)"] = _both(
+                    broker, vm.storage_url("bench", "bench"), work, payloads, n, rows, floor)
             finally:
                 vm.stop()
         finally:
