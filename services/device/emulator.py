@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 BUILD = FIRMWARE / "build"
 MACHINES = {"mps2-an385": "mps2-an385", "mps2-an386": "mps2-an386", "stm32f4": "netduinoplus2"}
+#: QEMU gives -serial options to the SoC's UARTs in order: on the STM32F405 the first is
+#: USART1, and the Nucleo's ST-LINK port (what the firmware uses) is USART2.
+SERIAL_BEFORE = {"stm32f4": ["-serial", "null"]}
 
 
 class EmulatorError(RuntimeError):
@@ -92,6 +95,7 @@ class QemuDevice:
             "-qmp", f"tcp:127.0.0.1:{self.qmp_port},server=on,wait=off",
             # wait=on: the machine starts when the first client (the collector, a test)
             # connects, so no line is lost before anyone listens.
+            *SERIAL_BEFORE.get(self.target, []),
             "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on",
             "-kernel", str(self.image),
         ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,28 @@ def test_images_fit_their_budgets(arm_build: Path, tmp_path: Path) -> None:
          str(arm_build / "mps2-an385" / "firmware.elf")],
         capture_output=True, text=True, timeout=60, check=False)
     assert over.returncode == 1 and "OVER BUDGET" in over.stdout
+
+
+def test_stm32f4_image_talks_over_usart2_on_netduinoplus2(arm_build: Path) -> None:
+    """The Nucleo image on QEMU's STM32F405: USART2 is emulated (commands, readings and a
+    model update work), I2C is not, so the sensor probe fails and the firmware falls back
+    to its simulated sensors."""
+    from services.device.devmodels import train
+    from services.device.emulator import QemuDevice
+    from services.device.link import DeviceLink
+    from services.device.protocol import ReplyKind, image_hash
+    from services.device.update import update_device_model
+
+    blob = train("fc-b", seed=11, units=(16, 8)).export(arm_build / "stm32-c").blob
+    with QemuDevice("stm32f4") as qemu, DeviceLink(qemu.url) as link:
+        info = link.info()
+        assert info.slot == "a" and info.extra["sensors"] == "sim"
+        assert link.command("RATE 100", ReplyKind.OK).kind is ReplyKind.OK
+        lines: list[str] = []
+        while len(lines) < 3:
+            line = link.read_line(time.monotonic() + 10)
+            assert line is not None
+            if line.startswith("temp:"):
+                lines.append(line)
+        result = update_device_model(link, blob)
+        assert link.info().hash == image_hash(blob) == result.hash
