@@ -85,7 +85,7 @@ def test_classifier_on_free_fall_reports_grouped_cv(tmp_path: Path, key: Path) -
 def test_regress_trains_the_four_aalto_models(tmp_path: Path, key: Path) -> None:
     reg = tmp_path / "registry"
     proc = train("--task", "regress", "--source", f"csv:{WORKSHOP}", "--target", "humidity",
-                 "--fields", "temp,pressure", "--epochs", "30", "--registry", str(reg),
+                 "--fields", "temp,pressure", "--epochs", "15", "--registry", str(reg),
                  "--signing-key", str(key), "--out", str(tmp_path / "o"))
     assert proc.returncode == 0
     [bundle_path] = published(reg)
@@ -202,6 +202,8 @@ def test_config_with_two_models_publishes_nothing_when_one_fails(
         source = "{url}"
         devices = ["board-1"]
         target = "temp"
+        model = "persistence"
+        fallback = false
         epochs = 3
         experiments = false
         [[models]]
