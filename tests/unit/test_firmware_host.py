@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from services.collector.parsers import LineKind, LineParser
+from services.device.devmodels import train
 from services.device.emulator import BUILD, make
 from services.device.link import DeviceLink
-from services.device.protocol import ReplyKind
+from services.device.protocol import ReplyKind, image_hash
+from services.device.update import ModelUpdater, update_device_model
 from tests.support.servers import which_or_skip
 
 pytestmark = pytest.mark.firmware
@@ -61,16 +64,55 @@ def test_a_failing_check_fails_the_run(tmp_path: Path) -> None:
     assert "FAIL tests/test_main.c" in proc.stderr and " 1 failures" in proc.stderr
 
 
+def _start(host_build: Path, flash: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([str(host_build / "edgeloop-device"), "--pty", "--seed", "3",
+                             "--flash", str(flash)], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("pty "), line
+    return proc, line.split()[1]
+
+
 @pytest.fixture
 def pty_device(host_build: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     flash = tmp_path / "flash.bin"
-    proc = subprocess.Popen([str(host_build / "edgeloop-device"), "--pty", "--seed", "3",
-                             "--flash", str(flash)], stderr=subprocess.PIPE, text=True)
+    proc, port = _start(host_build, flash)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.startswith("pty "), line
-        yield line.split()[1], flash
+        yield port, flash
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_slots_persist_in_the_flash_file_across_kill_9(host_build: Path, tmp_path: Path
+                                                       ) -> None:
+    """The host HAL's flash is a mapped file: a kill -9 mid-update is a power cut."""
+    flash = tmp_path / "flash.bin"
+    blob = train("fc-b", seed=11, units=(16, 8)).export(tmp_path / "c").blob
+    proc, port = _start(host_build, flash)
+    try:
+        with DeviceLink(port) as link:
+            old = link.info()
+            updater = ModelUpdater(link, blob)
+            updater.begin()
+            half = updater.send(until=len(blob) // 2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+    proc, port = _start(host_build, flash)
+    try:
+        with DeviceLink(port) as link:
+            assert (link.info().hash, link.info().slot) == (old.hash, "a")
+            result = update_device_model(link, blob)
+            assert result.resumed_from == half > 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+    proc, port = _start(host_build, flash)
+    try:
+        with DeviceLink(port) as link:
+            info = link.info()
+            assert info.hash == image_hash(blob) and info.slot == "b"
     finally:
         proc.terminate()
         proc.wait(timeout=5)
