@@ -65,6 +65,9 @@ ROLE_RULES: dict[Role, tuple[Rule, ...]] = {
         Rule(Access.WRITE, _device_kind(DeviceTopic.ALERT)),
         Rule(Access.WRITE, _device_kind(DeviceTopic.EVENT)),
         Rule(Access.WRITE, _device_kind(DeviceTopic.SUMMARY)),
+        # Edge filtering forwards to edgeloop/v1/upstream/<site>/<device>/<kind> when the
+        # upstream broker is this one.
+        Rule(Access.WRITE, f"{topics.ROOT}/upstream/#"),
     ),
     # Announces the approved version of each model (retained).
     Role.REGISTRY: (Rule(Access.READWRITE, topics.MODEL_ANNOUNCE_ALL),),

@@ -48,6 +48,7 @@ def set_password(passwd_file: Path, account: Account) -> None:
     _check(account)
     argv = [mosquitto_passwd_binary()]
     if not passwd_file.exists():
+        passwd_file.parent.mkdir(parents=True, exist_ok=True)
         argv.append("-c")
     argv += [str(passwd_file), account.username]
     secret = f"{account.password}\n{account.password}\n"

@@ -348,7 +348,8 @@ def test_rendered_config_loads_without_warnings(broker: SecureBroker) -> None:
 def test_entrypoint_healthcheck_is_healthy_only_while_the_broker_answers(
     broker: SecureBroker,
 ) -> None:
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin", "EDGELOOP_BROKER_HEALTH_PORT": str(broker.port)}
+    # The port comes from the config's first listener, as in the image.
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin", "EDGELOOP_BROKER_CONFIG": str(broker.config_path)}
     alive = subprocess.run([str(ENTRYPOINT), "healthcheck"], env=env, check=False, timeout=30)
     broker.stop()
     dead = subprocess.run([str(ENTRYPOINT), "healthcheck"], env=env, check=False, timeout=30)
