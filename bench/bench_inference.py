@@ -8,9 +8,9 @@ Measured in one run on one Mosquitto (TCP_NODELAY on the broker and on every cli
   works: a new TFLite interpreter created for every request (here one model per request,
   where the tutorial builds four).
 * ``edgeloop``: ``python -m services.inference`` with the tiny forecaster, as shipped
-  (inline when idle, dynamic batching up to 64), ``edgeloop-nobatch`` with
-  ``max_batch=1`` (every request its own invoke), and ``edgeloop-queued`` with
-  ``inline_when_idle=false`` (every request handed to a worker thread).
+  (every request handed to a worker, dynamic batching up to 64), ``edgeloop-nobatch``
+  with ``max_batch=1`` (every request its own invoke), and ``edgeloop-inline`` with
+  ``inline_when_idle=true`` (an idle service answers on the MQTT network thread).
 
 Each responder runs in its own process, as does the load client: paho v5, QoS 1 both
 ways, closed loop with 1, 8 and 64 requests in flight; latency is send → reply in the
@@ -278,7 +278,7 @@ def run(quick: bool) -> dict[str, Any]:
         payload = json.dumps({"inputs": card.test_vectors[0].input}).encode()
         norm = card.normalization
 
-        def edgeloop(name: str, max_batch: int, inline: bool = True) -> tuple[
+        def edgeloop(name: str, max_batch: int, inline: bool = False) -> tuple[
             str, subprocess.Popen[bytes]
         ]:
             # Each service its own model name and request topic: all subscribing to the
@@ -310,7 +310,7 @@ def run(quick: bool) -> dict[str, Any]:
                 str(model_path), str(norm.input_mean[0]), str(norm.input_std[0]))),
             "edgeloop": lambda: edgeloop("batch", 64),
             "edgeloop-nobatch": lambda: edgeloop("nobatch", 1),
-            "edgeloop-queued": lambda: edgeloop("queued", 64, inline=False),
+            "edgeloop-inline": lambda: edgeloop("inline", 64, inline=True),
         }
         topics: dict[str, str] = {}
         pids: dict[str, int] = {}
@@ -386,7 +386,7 @@ def _ratios(r: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in map(str, INFLIGHT):
         e, t = r["echo"][k], r["tutorial"][k]
-        for name in ("edgeloop", "edgeloop-nobatch", "edgeloop-queued"):
+        for name in ("edgeloop", "edgeloop-nobatch", "edgeloop-inline"):
             s = r[name][k]
             out[f"{name}/{k}"] = {
                 "p50_vs_echo": round(s["p50_ms"] / e["p50_ms"], 2),

@@ -34,7 +34,7 @@ def _valid_reply_topic(topic: str | None) -> bool:
 class MqttRequestHandler:
     def __init__(
         self, client: MqttClient, server: Server, metrics: InferenceMetrics,
-        topic_filter: str = INFER_REQUEST_ALL, *, inline_when_idle: bool = True,
+        topic_filter: str = INFER_REQUEST_ALL, *, inline_when_idle: bool = False,
     ) -> None:
         self._client = client
         self._server = server
