@@ -11,6 +11,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +26,7 @@ from services.device.protocol import (
     encode_frame,
     image_hash,
 )
+from services.modelkit.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +249,12 @@ def update_device_model(
     finally:
         if own:
             link.close()
+
+
+def update_device_from_bundle(port: str | DeviceLink, bundle: Bundle, **kwargs: Any
+                              ) -> UpdateResult:
+    """The same for a bundle that has already been verified (e.g. by the inference
+    service's model watcher): its ``c/model.bin``, or an image made by the C export."""
+    from services.device.fetch import blob_of
+
+    return update_device_model(port, blob_of(bundle), **kwargs)

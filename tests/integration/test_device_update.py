@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.device import UpdateError, update_device_model
+from services.device import UpdateError, update_device_from_bundle, update_device_model
 from services.device.cli import main as device_cli
 from services.device.devmodels import DevModel, train
 from services.device.emulator import QemuDevice, make
 from services.device.link import DeviceLink
 from services.device.protocol import FrameType, NakReason, ReplyKind, encode_frame, image_hash
 from services.device.update import ModelUpdater
-from services.modelkit.bundle import write_bundle
+from services.modelkit.bundle import read_bundle, write_bundle
 from services.modelkit.signing import generate_keypair
 from services.trainer import c_export as ce
 from tests.support.servers import which_or_skip
@@ -244,3 +244,6 @@ def test_cli_updates_from_a_bundle_and_a_signed_registry(
     assert image_hash(other_exp.blob) in capsys.readouterr().out
     with DeviceLink(qemu.url) as again:
         assert again.info().hash == image_hash(other_exp.blob)
+    # The hook for services that hold a verified bundle already.
+    back = update_device_from_bundle(qemu.url, read_bundle(bundle.read_bytes()))
+    assert back.hash == image_hash(exp.blob) and not back.already_current
