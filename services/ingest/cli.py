@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="where the InfluxDB backends keep their seq ledger")
     p.add_argument("--batch-max", type=int, help="readings per storage write")
     p.add_argument("--batch-wait", type=float, help="seconds a batch may wait to fill")
+    p.add_argument("--batch-idle", type=float,
+                   help="write the batch when no message arrived for this many seconds")
     p.add_argument("--devices", help="comma-separated allow-list of device ids")
     p.add_argument("--gap-grace", type=float, help="seconds before a seq gap is asked for")
     p.add_argument("--resend-interval", type=float, help="seconds between RESEND requests")
@@ -47,6 +49,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         "shared": False if a.no_shared else None, "storage.url": a.storage,
         "storage.username": a.storage_username, "storage.state_dir": a.state_dir,
         "batch_max": a.batch_max, "batch_wait_s": a.batch_wait,
+        "batch_idle_s": a.batch_idle,
         "devices": a.devices.split(",") if a.devices else None,
         "gap_grace_s": a.gap_grace, "resend_interval_s": a.resend_interval,
         "metrics_host": a.metrics_host, "metrics_port": a.metrics_port,

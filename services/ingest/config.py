@@ -50,8 +50,13 @@ class IngestConfig(Settings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     #: Readings per storage write: a batch is written when it has this many ...
     batch_max: int = Field(default=5000, ge=1, le=200_000)
-    #: ... or when its first message has waited this long (seconds).
+    #: ... or when its first message has waited this long (seconds) ...
     batch_wait_s: float = Field(default=0.25, gt=0, le=60)
+    #: ... or when no message has arrived for this long (seconds). Messages are
+    #: acknowledged only after their batch is written, and a broker sends at most its
+    #: in-flight window (Mosquitto's max_inflight_messages, 20 by default) unacknowledged:
+    #: a quiet pause means "write now", not "wait for more".
+    batch_idle_s: float = Field(default=0.05, gt=0, le=60)
     #: Received messages waiting for the writer (a 500-reading message is ~55 kB). A full
     #: queue holds back the MQTT network thread: backpressure instead of unbounded memory.
     queue_max: int = Field(default=1000, ge=10)

@@ -197,9 +197,13 @@ class IngestService:
         batch = _Batch()
         next_gap_check = time.monotonic() + _GAP_CHECK_EVERY_S
         cfg = self.config
+        last_arrival = 0.0
         while True:
             now = time.monotonic()
-            deadline = batch.started + cfg.batch_wait_s if batch.acks else now + 1.0
+            if batch.acks:
+                deadline = min(batch.started + cfg.batch_wait_s, last_arrival + cfg.batch_idle_s)
+            else:
+                deadline = now + 1.0
             timeout = max(0.0, min(deadline, next_gap_check) - now)
             try:
                 item = self._queue.get(timeout=timeout)
@@ -216,11 +220,15 @@ class IngestService:
                         self._accept(rest, batch)
                 self._flush(batch, final=True)
                 return
+            now = time.monotonic()
             if isinstance(item, _Inbound):
                 self._accept(item, batch)
-            now = time.monotonic()
+                last_arrival = now
             if batch.acks and (
                 batch.readings >= cfg.batch_max or now - batch.started >= cfg.batch_wait_s
+                # Nothing more is coming for now; the broker may be holding messages back
+                # until these are acknowledged (its max_inflight_messages window).
+                or (item is None and now - last_arrival >= cfg.batch_idle_s)
                 or (batch.readings == 0 and self._queue.empty())
             ):
                 self._flush(batch)

@@ -174,7 +174,7 @@ def test_sigterm_writes_and_acknowledges_the_open_batch(
             "--mqtt-port", str(mosquitto.port), "--client-id", "ingest-sigterm",
             "--storage", f"sqlite:///{db}", "--metrics-port", "0",
             # The batch would wait a minute to fill: only the SIGTERM flush can store it.
-            "--batch-wait", "60", "--batch-max", "100000"]
+            "--batch-idle", "60", "--batch-wait", "60", "--batch-max", "100000"]
     log_path = tmp_path / "ingest.log"
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=log_path.open("wb"))
     try:
@@ -196,7 +196,7 @@ def test_sigterm_writes_and_acknowledges_the_open_batch(
             proc.wait()
     # Everything was acknowledged: a restarted ingest with the same session gets nothing.
     log_path.write_bytes(b"")
-    proc = subprocess.Popen([*argv[:-4], "--batch-wait", "0.05"], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([*argv[:-6], "--batch-wait", "0.05"], env=env, cwd=tmp_path,
                             stderr=log_path.open("wb"))
     try:
         wait_until(lambda: b"ingest: subscribed" in log_path.read_bytes(), 30)
@@ -269,3 +269,26 @@ def test_ingest_over_amqtt_the_embedded_311_broker(
         pub.stop()
         service.stop()
         broker.stop()
+
+
+def test_a_pause_in_the_stream_writes_the_batch(
+    mqtt_settings: MqttSettings, tmp_path: Path, registry: CollectorRegistry,
+    publisher: MqttClient,
+) -> None:
+    # Messages are acknowledged only after their batch is written, and a broker may send
+    # only a window of unacknowledged ones (MQTT v5 Receive Maximum; max_inflight_messages
+    # in Mosquitto 1.x and other brokers). So a pause means "write now": with a minute of
+    # batch_wait_s the readings still land at once.
+    service = make_service(mqtt_settings, tmp_path, registry, batch_wait_s=60,
+                           batch_idle_s=0.05)
+    topic = topics.telemetry("lab", "one")
+    try:
+        for seq in range(20):
+            publisher.publish(topic, Reading(device="one", site="lab", ts=T0 + seq, seq=seq,
+                                             values={"t": 1.0}).to_json())
+        wait_until(lambda: service.storage.count("one") == 20, 20)
+        publisher.publish(topic, batch("one", range(20, 40))).wait_for_publish(5)
+        wait_until(lambda: service.storage.count("one") == 40, 20)
+        assert metric(registry, "edgeloop_ingest_batch_readings_count") >= 2
+    finally:
+        service.stop()
