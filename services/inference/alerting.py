@@ -89,17 +89,22 @@ class Debouncer:
 
 def deviation_verdict(
     value: float, expected: float, *, relative: float, sigma: float | None, k_sigma: float,
-    clear_ratio: float,
+    clear_ratio: float, bias: float = 0.0, sigma_floor: float = 0.0,
 ) -> tuple[Verdict, float]:
     """Compare a reading with its forecast; return the verdict and a score (multiples of
-    the threshold, >1 is bad)."""
-    err = abs(value - expected)
-    thresholds = [relative * max(abs(expected), 1e-9)]
-    if k_sigma > 0 and sigma is not None and sigma > 0:
-        thresholds.append(k_sigma * sigma)
-    # Either rule may fire: the looser threshold would hide real faults on quiet signals.
-    threshold = min(thresholds)
-    score = err / threshold
+    the threshold, >1 is bad).
+
+    Two rules, either may fire: the relative one (|error| > relative x |expected|, the
+    Arm workshop's), and the statistical one: the error, less the model's recent mean
+    error (its bias), beyond k standard deviations of the recent error. ``sigma_floor``
+    (e.g. the sensor's resolution) keeps a noiseless signal from making every wobble
+    look like k sigma.
+    """
+    err = value - expected
+    score = abs(err) / (relative * max(abs(expected), 1e-9))
+    if k_sigma > 0 and sigma is not None:
+        spread = max(sigma, sigma_floor, 1e-12)
+        score = max(score, abs(err - bias) / (k_sigma * spread))
     if score > 1.0:
         return Verdict.BAD, score
     if score < clear_ratio:

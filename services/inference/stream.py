@@ -280,10 +280,15 @@ class StreamProcessor:
         a = self.settings.alerts
         key = f"{m.name}/{target}"
         errs = d.errors.setdefault(key, deque(maxlen=a.error_window))
-        sigma = float(np.std(errs)) if len(errs) >= max(5, a.error_window // 5) else None
+        sigma, bias = None, 0.0
+        if len(errs) >= max(5, a.error_window // 5):
+            sigma, bias = float(np.std(errs)), float(np.mean(errs))
+        rng = card.training_ranges.get(target)
         verdict, score = deviation_verdict(
             value, expected, relative=a.relative, sigma=sigma, k_sigma=a.k_sigma,
-            clear_ratio=a.clear_ratio)
+            clear_ratio=a.clear_ratio, bias=bias,
+            # Nothing finer than the sensor's resolution, or 0.1 % of the value, is news.
+            sigma_floor=max((rng.step or 0.0) if rng else 0.0, 1e-3 * abs(expected)))
         if verdict is Verdict.BAD:
             row[card.input.fields.index(target)] = expected
         else:

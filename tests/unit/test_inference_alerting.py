@@ -56,3 +56,11 @@ def test_deviation_relative_and_k_sigma() -> None:
     v, score = deviation_verdict(20.5, 20.0, relative=0.1, sigma=0.1, k_sigma=3,
                                  clear_ratio=0.7)
     assert v is Verdict.BAD and score > 1
+    # The model's steady bias is not an anomaly: only the error beyond it counts.
+    v, _ = deviation_verdict(20.5, 20.0, relative=0.1, sigma=0.1, k_sigma=3,
+                             clear_ratio=0.7, bias=0.45)
+    assert v is Verdict.GOOD
+    # A noiseless signal (sigma ~ 0) does not turn every wobble into an alert.
+    v, _ = deviation_verdict(20.01, 20.0, relative=0.1, sigma=1e-6, k_sigma=3,
+                             clear_ratio=0.7, sigma_floor=0.01)
+    assert v is Verdict.GOOD
