@@ -9,6 +9,7 @@ trainer's worker processes. The forecast's must-show numbers are printed here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -130,6 +131,10 @@ def test_round_trip_fetch_verify_and_run_the_test_vectors(
     bundle = verify_bundle(data, ann, load_public_key(public))
     assert bundle.card.version == ann.version >= 1
     assert {"model.tflite", "model_float.tflite", "report/report.md"} <= set(bundle.files)
+    if importlib.util.find_spec("services.trainer.c_export") is not None:
+        # A dense forecaster of a device field is something the firmware runs.
+        assert any(name.startswith("c/") and name.endswith(".h") for name in bundle.files)
+        assert bundle.card.sizes["c_array_bytes"] == len(bundle.model_bytes)
     assert len(bundle.card.test_vectors) >= 3
     check_test_vectors(bundle.card, bundle.model_bytes,
                        [Runtime.LITERT, Runtime.TFLITE_RUNTIME, Runtime.TFLM])

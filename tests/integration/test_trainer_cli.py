@@ -106,11 +106,13 @@ def test_gate_refuses_a_deliberately_weak_forecaster(tmp_path: Path, key: Path) 
     proc = train("--task", "forecast", "--source", f"csv:{WORKSHOP}", "--target", "temp",
                  "--hidden", "1", "--learning-rate", "1e-7", "--epochs", "2", "--no-fallback",
                  "--no-experiments", "--registry", str(reg), "--signing-key", str(key),
-                 "--out", str(tmp_path / "o"))
+                 "--out", str(tmp_path / "o"), "--metrics-file", str(tmp_path / "m.prom"))
     assert proc.returncode == ExitCode.FAILED
     assert "baseline gate REFUSED: mlp" in proc.stderr
     assert "nothing published" in proc.stderr
     assert published(reg) == []
+    metrics = (tmp_path / "m.prom").read_text()
+    assert 'edgeloop_trainer_models_total{outcome="failed",task="forecast"} 1.0' in metrics
 
 
 BROKEN = textwrap.dedent("""
