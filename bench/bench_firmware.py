@@ -16,7 +16,6 @@ from typing import Any
 
 from services.device.devmodels import train
 from services.device.emulator import BUILD, FIRMWARE, QemuDevice, make, run_semihosted
-from services.device.link import DeviceLink
 from services.device.update import update_device_model
 
 TARGETS = ("mps2-an385", "mps2-an386")
@@ -55,7 +54,7 @@ def _update(rounds: int) -> dict[str, float]:
     blob = train("fc-b", seed=11, units=(16, 8)).export(BUILD / "bench-c").blob
     other = train("fc-a", seed=7).export(BUILD / "bench-c-a").blob
     times, pings = [], []
-    with QemuDevice("mps2-an385") as qemu, DeviceLink(qemu.url) as link:
+    with QemuDevice("mps2-an385") as qemu, qemu.link() as link:
         for i in range(rounds):
             t0 = time.perf_counter()
             link.ping()

@@ -17,6 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from services.device.link import DeviceLink
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
@@ -114,6 +117,16 @@ class QemuDevice:
             time.sleep(0.05)
         self.stop()
         raise EmulatorError(f"qemu did not listen on {self.port} within {timeout_s} s")
+
+    def link(self, **kwargs: Any) -> DeviceLink:
+        """Open the UART (which starts the machine) and wait until the firmware is up."""
+        link = DeviceLink(self.url, **kwargs)
+        try:
+            link.wait_banner()
+        except BaseException:
+            link.close()
+            raise
+        return link
 
     def _qmp(self, command: str) -> dict[str, object]:
         with socket.create_connection(("127.0.0.1", self.qmp_port), timeout=5.0) as s:

@@ -87,11 +87,31 @@ class DeviceLink:
             if reply is None and self.on_line is not None:
                 self.on_line(line)
 
-    def command(self, text: str, *kinds: ReplyKind, timeout_s: float | None = None) -> Reply:
-        """Send a command line; return its reply (one of ``kinds``, or @ERR)."""
+    def command(self, text: str, *kinds: ReplyKind, timeout_s: float | None = None,
+                retries: int = 1) -> Reply:
+        """Send a command line; return its reply (one of ``kinds``, or @ERR).
+
+        Line commands are idempotent, so a command that got no answer is sent again
+        (``retries`` times): a device that was still booting drops what it receives."""
         wanted = set(kinds) | {ReplyKind.ERR}
-        self.send_line(text)
-        return self.wait_reply(lambda r: r.kind in wanted, timeout_s)
+        for attempt in range(retries + 1):
+            self.send_line(text)
+            try:
+                return self.wait_reply(lambda r: r.kind in wanted, timeout_s)
+            except LinkError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def wait_banner(self, timeout_s: float = 10.0) -> None:
+        """Wait for the boot banner (``# edgeloop fw ...``): the firmware listens now."""
+        deadline = time.monotonic() + timeout_s
+        while (line := self.read_line(deadline)) is not None:
+            if line.startswith("# edgeloop"):
+                return
+            if self.on_line is not None:
+                self.on_line(line)
+        raise LinkError(f"no boot banner from {self.port} within {timeout_s} s")
 
     def ping(self) -> bool:
         return self.command("PING", ReplyKind.PONG).kind is ReplyKind.PONG

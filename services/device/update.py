@@ -86,8 +86,9 @@ class ModelUpdater:
             self.metrics.naks.labels(reason.value).inc()
 
     def begin(self) -> int:
+        # No blind resend: a second UPDATE line would land in update mode as garbage.
         reply = self.link.command(f"UPDATE {len(self.blob)} {self.crc}", ReplyKind.OK,
-                                  ReplyKind.NAK)
+                                  ReplyKind.NAK, retries=0)
         if reply.kind is ReplyKind.NAK:
             self._nak(reply.reason)
             raise UpdateError(f"device refused the update: {reply.text}", reply.reason)

@@ -53,7 +53,7 @@ STREAMED: list[str] = []
 def device(firmware: None, tmp_path: Path) -> Iterator[tuple[QemuDevice, DeviceLink]]:
     STREAMED.clear()
     with QemuDevice("mps2-an385", log_path=tmp_path / "qemu.log") as qemu:
-        link = DeviceLink(qemu.url, on_line=STREAMED.append)
+        link = qemu.link(on_line=STREAMED.append)
         try:
             assert link.command("RATE 50", ReplyKind.OK).kind is ReplyKind.OK
             yield qemu, link

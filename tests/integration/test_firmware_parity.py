@@ -21,7 +21,6 @@ import pytest
 from services.contract.card import ModelCard
 from services.device.devmodels import train, trainer_bundle
 from services.device.emulator import BUILD, QemuDevice, make
-from services.device.link import DeviceLink
 from services.device.protocol import ReplyKind
 from services.device.update import update_device_model
 from services.modelkit.bundle import read_bundle
@@ -103,7 +102,7 @@ def test_firmware_matches_tflite_micro(make_model, tmp_path: Path) -> None:
 
     # The firmware itself, on a Cortex-M3 under QEMU, after a model update over its UART.
     pick = np.linspace(0, len(x) - 1, N_QEMU).astype(int)
-    with QemuDevice("mps2-an385") as qemu, DeviceLink(qemu.url) as link:
+    with QemuDevice("mps2-an385") as qemu, qemu.link() as link:
         result = update_device_model(link, exp.blob)
         assert result.hash == f"{exp.blob_crc32:08x}"
         for i in pick:

@@ -71,12 +71,11 @@ def test_stm32f4_image_talks_over_usart2_on_netduinoplus2(arm_build: Path) -> No
     to its simulated sensors."""
     from services.device.devmodels import train
     from services.device.emulator import QemuDevice
-    from services.device.link import DeviceLink
     from services.device.protocol import ReplyKind, image_hash
     from services.device.update import update_device_model
 
     blob = train("fc-b", seed=11, units=(16, 8)).export(arm_build / "stm32-c").blob
-    with QemuDevice("stm32f4") as qemu, DeviceLink(qemu.url) as link:
+    with QemuDevice("stm32f4") as qemu, qemu.link() as link:
         info = link.info()
         assert info.slot == "a" and info.extra["sensors"] == "sim"
         assert link.command("RATE 100", ReplyKind.OK).kind is ReplyKind.OK
