@@ -1,7 +1,8 @@
 """Storage backends behind one small interface, chosen by URL.
 
 * ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` (embedded default)
-* ``influxdb://host:port?org=O&bucket=B`` (InfluxDB 2.x/3.x API; secret ``token``)
+* ``influxdb://host:port?org=O&bucket=B`` (InfluxDB 2.x/3.x API; secret ``token``;
+  ``&query=influxql`` for 3.x, which answers no Flux)
 * ``influxdb1://host:port/dbname`` (InfluxDB 1.x API; secrets ``username``, ``password``)
 
 Add ``tls=1`` to an InfluxDB URL for HTTPS, ``ledger=/path.db`` to place its seq ledger.
@@ -103,11 +104,16 @@ def open_storage(
         except Exception:
             ledger.close()
             raise
-    from services.ingest.storage.influx2 import Influx2Storage
+    from services.ingest.storage.influx2 import Influx2Storage, QueryLanguage
 
     org, bucket = params.get("org"), params.get("bucket")
     if not org or not bucket:
         raise ValueError(f"{url!r}: influxdb URLs need ?org=...&bucket=...")
+    try:
+        language = QueryLanguage(params.get("query", "flux").lower())
+    except ValueError:
+        raise ValueError(f"{url!r}: query= is flux (InfluxDB 2.x) or influxql (3.x)") from None
     ledger = SeqLedger(_ledger_path(params, state, scheme, parts.hostname, str(port), org,
                                     bucket))
-    return Influx2Storage(http_url, org, bucket, ledger, token=secrets.get("token"))
+    return Influx2Storage(http_url, org, bucket, ledger, token=secrets.get("token"),
+                          query_language=language)

@@ -5,32 +5,14 @@ Many Raspberry Pi installs still run 1.x (1.8); CI tests against Debian's 1.6.7.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import requests
 
-from services.ingest.storage.base import (
-    MEASUREMENT,
-    RESERVED_FIELDS,
-    StorageError,
-    StorageUnavailable,
-)
-from services.ingest.storage.frame import ReadingFrame, Row
+from services.ingest.storage.frame import ReadingFrame
 from services.ingest.storage.influx_base import LedgeredInfluxStorage
+from services.ingest.storage.influxql import InfluxQL, ident
 from services.ingest.storage.ledger import SeqLedger
-
-
-def ident(name: str) -> str:
-    """An InfluxQL double-quoted identifier."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def literal(value: str) -> str:
-    """An InfluxQL single-quoted string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Influx1Storage(LedgeredInfluxStorage):
@@ -49,73 +31,20 @@ class Influx1Storage(LedgeredInfluxStorage):
         timeout_s: float = 30.0,
     ) -> None:
         super().__init__(ledger)
-        self.base_url = base_url.rstrip("/")
         self.database = database
         self.retention_policy = retention_policy
-        self.timeout_s = timeout_s
         self._http = requests.Session()
         if username:
             self._http.auth = (username, password or "")
+        self._ql = InfluxQL(self._http, base_url, database, timeout_s=timeout_s)
         if create:
-            self._post_query(f"CREATE DATABASE {ident(database)}")
-
-    # ------------------------------------------------------------------ http
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            resp = self._http.request(
-                method, f"{self.base_url}{path}", timeout=self.timeout_s, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise StorageUnavailable(f"influxdb1 {path}: {exc}") from exc
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise StorageUnavailable(f"influxdb1 {path}: HTTP {resp.status_code} {resp.text[:200]}")
-        if resp.status_code >= 400:
-            raise StorageError(f"influxdb1 {path}: HTTP {resp.status_code} {resp.text[:300]}")
-        return resp
-
-    def _post_query(self, q: str) -> None:
-        self._request("POST", "/query", params={"q": q})
+            self._ql.request("POST", "/query", params={"q": f"CREATE DATABASE {ident(database)}"})
 
     def _send(self, body: str) -> None:
         params = {"db": self.database, "precision": "ns"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
-        self._request("POST", "/write", params=params, data=body.encode())
-
-    def _select(self, q: str) -> Iterator[dict[str, Any]]:
-        """Every series of a (chunked) InfluxQL SELECT."""
-        resp = self._request(
-            "GET", "/query",
-            params={"db": self.database, "q": q, "epoch": "ns", "chunked": "true",
-                    "chunk_size": "20000"},
-            stream=True,
-        )
-        with resp:
-            for line in resp.iter_lines():
-                if not line:
-                    continue
-                doc = json.loads(line)
-                if "error" in doc:
-                    raise StorageError(f"influxdb1 query: {doc['error']}")
-                for result in doc.get("results", []):
-                    if "error" in result:
-                        raise StorageError(f"influxdb1 query: {result['error']}")
-                    yield from result.get("series", [])
-
-    # ------------------------------------------------------------------ reads
-    @staticmethod
-    def _where(
-        start_ns: int | None, end_ns: int | None, devices: Sequence[str] | None
-    ) -> str:
-        parts: list[str] = []
-        if start_ns is not None:
-            parts.append(f"time >= {int(start_ns)}")
-        if end_ns is not None:
-            parts.append(f"time < {int(end_ns)}")
-        if devices:
-            parts.append("(" + " OR ".join(f"{ident('device')} = {literal(d)}" for d in devices)
-                         + ")")
-        return (" WHERE " + " AND ".join(parts)) if parts else ""
+        self._ql.request("POST", "/write", params=params, data=body.encode())
 
     def query(
         self,
@@ -124,39 +53,10 @@ class Influx1Storage(LedgeredInfluxStorage):
         devices: Sequence[str] | None = None,
         fields: Sequence[str] | None = None,
     ) -> ReadingFrame:
-        if devices is not None and not devices:
-            return ReadingFrame.empty(fields or ())
-        select = "*" if fields is None else ", ".join(
-            ident(f) for f in dict.fromkeys(["seq", *fields])
-        )
-        q = (f"SELECT {select} FROM {ident(MEASUREMENT)}"  # noqa: S608 - quoted identifiers
-             f"{self._where(start_ns, end_ns, devices)} GROUP BY {ident('device')}")
-        rows: list[Row] = []
-        for series in self._select(q):
-            device = series.get("tags", {}).get("device", "")
-            columns: list[str] = series["columns"]
-            i_time, i_seq = columns.index("time"), columns.index("seq")
-            value_cols = [
-                (i, c) for i, c in enumerate(columns)
-                if c not in RESERVED_FIELDS and (fields is None or c in fields)
-            ]
-            for v in series["values"]:
-                values = {c: float(v[i]) for i, c in value_cols if v[i] is not None}
-                if v[i_seq] is None:
-                    continue
-                rows.append((device, int(v[i_time]), int(v[i_seq]), values))
-        return ReadingFrame.from_rows(rows, fields)
+        return self._ql.query(start_ns, end_ns, devices, fields)
 
     def count(self, device: str | None = None) -> int:
-        q = (f"SELECT COUNT({ident('seq')}) FROM {ident(MEASUREMENT)}"  # noqa: S608
-             f"{self._where(None, None, [device] if device else None)}")
-        total = 0
-        for series in self._select(q):
-            for v in series["values"]:
-                n = v[1]
-                if n is not None and not (isinstance(n, float) and math.isnan(n)):
-                    total += int(n)
-        return total
+        return self._ql.count(device)
 
     def close(self) -> None:
         self._http.close()

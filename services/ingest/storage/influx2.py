@@ -1,14 +1,18 @@
 """``influxdb://host:port?org=O&bucket=B``: the InfluxDB 2.x/3.x HTTP API via influxdb-client.
 
-Writes go through the client's synchronous WriteApi as line protocol; reads are Flux
-queries whose annotated CSV is parsed here (see :mod:`flux`), keeping nanosecond times.
+Writes go through the client's synchronous WriteApi as line protocol. Reads are Flux
+queries whose annotated CSV is parsed here (see :mod:`flux`), keeping nanosecond times;
+InfluxDB 3.x answers no Flux, so ``?query=influxql`` reads through its v1-compatible
+``/query`` API instead (database = bucket, same token).
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 
+import requests
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.dialect import Dialect
@@ -19,6 +23,7 @@ from services.ingest.storage import flux
 from services.ingest.storage.base import RESERVED_FIELDS, StorageError, StorageUnavailable
 from services.ingest.storage.frame import ReadingFrame, Row
 from services.ingest.storage.influx_base import LedgeredInfluxStorage
+from services.ingest.storage.influxql import InfluxQL
 from services.ingest.storage.ledger import SeqLedger
 
 _DIALECT = Dialect(  # type: ignore[no-untyped-call]
@@ -38,6 +43,11 @@ def _classify(exc: Exception, what: str) -> StorageError:
     return StorageUnavailable(f"influxdb {what}: {exc}")
 
 
+class QueryLanguage(enum.StrEnum):
+    FLUX = "flux"  # InfluxDB 2.x
+    INFLUXQL = "influxql"  # InfluxDB 3.x (and 2.x with DBRP mappings)
+
+
 class Influx2Storage(LedgeredInfluxStorage):
     scheme = "influxdb"
 
@@ -50,6 +60,7 @@ class Influx2Storage(LedgeredInfluxStorage):
         *,
         token: str | None = None,
         timeout_s: float = 30.0,
+        query_language: QueryLanguage = QueryLanguage.FLUX,
     ) -> None:
         super().__init__(ledger)
         self.url, self.org, self.bucket = url, org, bucket
@@ -58,6 +69,13 @@ class Influx2Storage(LedgeredInfluxStorage):
         )
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
         self._query = self._client.query_api()
+        self._http: requests.Session | None = None
+        self._ql: InfluxQL | None = None
+        if query_language is QueryLanguage.INFLUXQL:
+            self._http = requests.Session()
+            if token:
+                self._http.headers["Authorization"] = f"Token {token}"
+            self._ql = InfluxQL(self._http, url, bucket, timeout_s=timeout_s)
 
     def _send(self, body: str) -> None:
         try:
@@ -81,6 +99,8 @@ class Influx2Storage(LedgeredInfluxStorage):
         devices: Sequence[str] | None = None,
         fields: Sequence[str] | None = None,
     ) -> ReadingFrame:
+        if self._ql is not None:
+            return self._ql.query(start_ns, end_ns, devices, fields)
         if devices is not None and not devices:
             return ReadingFrame.empty(fields or ())
         q = flux.readings_query(self.bucket, start_ns, end_ns, devices, fields)
@@ -105,6 +125,8 @@ class Influx2Storage(LedgeredInfluxStorage):
         return ReadingFrame.from_rows(rows, fields)
 
     def count(self, device: str | None = None) -> int:
+        if self._ql is not None:
+            return self._ql.count(device)
         total = 0
         try:
             for rec in flux.records(self._csv(flux.count_query(self.bucket, device))):
@@ -117,4 +139,6 @@ class Influx2Storage(LedgeredInfluxStorage):
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
+        if self._http is not None:
+            self._http.close()
         super().close()
