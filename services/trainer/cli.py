@@ -103,11 +103,12 @@ def main(argv: list[str]) -> int:
     config = resolve_config(TrainerSettings, args, overrides)
     if isinstance(config, int):
         return config
+    from services.common.lifecycle import StopEvent
     from services.common.metrics import new_registry
+    from services.trainer import stopping
     from services.trainer.run import run
 
-    try:
-        return int(run(config, new_registry(process_metrics=False)))
-    except KeyboardInterrupt:
-        log.error("interrupted; nothing published")
-        return ExitCode.FAILED
+    # SIGTERM (a deleted or timed-out Job) stops the run at the next epoch, model or
+    # publish; what is not yet published stays unpublished.
+    stopping.STOP = StopEvent.install()
+    return int(run(config, new_registry(process_metrics=False)))

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from services.contract.card import ModelCard, Quantization, TestVector
 from services.modelkit.bundle import write_bundle
 from services.modelkit.preprocess import finish
+from services.trainer import stopping
 from services.trainer.config import Runtime
 from services.trainer.errors import GateError
 from services.trainer.parity import ParityResult, Tolerances, check_parity
@@ -67,6 +68,7 @@ def convert_and_check(prep: Prepared, runtimes: list[Runtime],
     """Convert and run the parity gate. ``int8_override`` lets tests inject a broken model."""
     from services.trainer import tfkit  # TensorFlow only once a model is to be converted
 
+    stopping.check(f"{prep.card.name} conversion")
     tol = tol or Tolerances()
     conv = tfkit.convert(prep.model, prep.representative, prep.label)
     int8 = int8_override if int8_override is not None else conv.int8_model

@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, write_to_textfile
 
 from services.contract.models import ModelTask
+from services.trainer import stopping
 from services.trainer.config import ModelSpec, TrainerSettings
 from services.trainer.errors import ExitCode, TrainerError
 from services.trainer.metrics import Outcome, TrainerMetrics
@@ -46,7 +47,7 @@ class Built:
     sizes: dict[str, int]
 
 
-def train_one(spec: ModelSpec, settings: TrainerSettings, **task_kwargs: Any) -> Built:
+def train_one(spec: ModelSpec, settings: TrainerSettings) -> Built:
     started = time.monotonic()
     name = spec.model_name
     out_dir = settings.out / name
@@ -55,7 +56,7 @@ def train_one(spec: ModelSpec, settings: TrainerSettings, **task_kwargs: Any) ->
     report_dir.mkdir(parents=True)
     log.info("%s: training a %s model from %s", name, spec.task.value, spec.source)
     task = importlib.import_module(TASK_MODULES[spec.task])
-    result = task.run(spec, settings, report_dir, list(settings.parity_runtimes), **task_kwargs)
+    result = task.run(spec, settings, report_dir, list(settings.parity_runtimes))
     card = final_card(result.checked, n_vectors=spec.test_vectors, metrics=result.metrics,
                       baselines=result.baselines, data=result.data)
     c = c_export(result.checked.int8_model, card, out_dir / "c")
@@ -125,6 +126,7 @@ def _run(settings: TrainerSettings, metrics: TrainerMetrics) -> int:
     if publisher is not None:
         for b in built:
             try:
+                stopping.check("publishing")
                 published[b.name] = publish(publisher, b.bundle)
             except TrainerError as exc:
                 log.error("publishing %s failed: %s (already published: %s)", b.name, exc,

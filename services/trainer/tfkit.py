@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.trainer import stopping
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Retracing notices from predict() on differently sized splits are not events.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -168,6 +170,7 @@ def fit(
     best, best_weights, since = float("inf"), model.get_weights(), 0
     started = time.monotonic()
     for epoch in range(epochs):
+        stopping.check(label)
         tl = float(train_epoch(tf.constant(rng.permutation(n).astype(np.int32))))
         vl = float(val_loss())
         history["loss"].append(tl)

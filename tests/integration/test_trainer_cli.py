@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,30 @@ def test_bad_input_is_refused_and_nothing_is_published(
     assert message in proc.stderr
     assert published(reg) == []
     assert not any((tmp_path / "o").rglob("*.bundle.tar"))
+
+
+def test_sigterm_stops_the_run_and_publishes_nothing(tmp_path: Path, key: Path) -> None:
+    reg = tmp_path / "registry"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.trainer", "--task", "forecast", "--source",
+         f"csv:{WORKSHOP}", "--target", "temp", "--no-experiments", "--registry", str(reg),
+         "--signing-key", str(key), "--out", str(tmp_path / "o")],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if " windows (" in line:  # data loaded; training is about to start
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == ExitCode.FAILED, "".join(seen) + rest
+    assert "stopped during" in rest
+    assert published(reg) == []

@@ -24,7 +24,7 @@ from services.modelkit.features import FeatureError, SpectralParams, spectral_fe
 from services.modelkit.preprocess import LOGITS, OUTPUT_KEY, prepare
 from services.trainer import evaluate, plots
 from services.trainer.config import ModelSpec, TrainerSettings
-from services.trainer.datasets import Recordings, load_edge_impulse, parse_source
+from services.trainer.datasets import Recording, Recordings, load_edge_impulse, parse_source
 from services.trainer.errors import DataError
 from services.trainer.package import Prepared, convert_and_check
 from services.trainer.stats import field_range, mean_std
@@ -50,7 +50,7 @@ def _load(spec: ModelSpec) -> Recordings:
         if missing:
             raise DataError(f"{spec.source}: axes {missing} not recorded; have {data.axes}")
         cols = [data.axes.index(f) for f in spec.fields]
-        data = Recordings([r.__class__(r.name, r.label, r.values[:, cols], r.interval_ms)
+        data = Recordings([Recording(r.name, r.label, r.values[:, cols], r.interval_ms)
                            for r in data.recordings], list(spec.fields), data.interval_ms,
                           data.source)
     return data
@@ -138,8 +138,7 @@ def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
     train_idx, test_idx = grouped_split(w, spec.test_fraction, settings.seed)
     tr, va = _inner_val(w, train_idx, settings.seed)
     mean, std = mean_std(feats[train_idx], 0, "features")
-    ranges = {a: field_range(np.concatenate([w.x[train_idx][:, :, j].ravel()]))
-              for j, a in enumerate(data.axes)}
+    ranges = {a: field_range(w.x[train_idx][:, :, j].ravel()) for j, a in enumerate(data.axes)}
     card = ModelCard(
         name=spec.model_name, task=ModelTask.CLASSIFY, created=time.time_ns(),
         description=spec.description or (

@@ -131,9 +131,8 @@ def _predict_final(card: ModelCard, model: Any, x: F32) -> F64:
 
 
 def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
-        runtimes: list[Any], *, weak_model: Any = None) -> TaskResult:
-    """Train, gate and convert a forecaster. ``weak_model`` replaces the trained MLP
-    (tests use it to show the gate refusing a deliberately weak model)."""
+        runtimes: list[Any]) -> TaskResult:
+    """Train, gate and convert a forecaster."""
     target = _target(spec)
     started = time.monotonic()
     fields = _fields(spec)
@@ -166,15 +165,11 @@ def run(spec: ModelSpec, settings: TrainerSettings, report_dir: Path,
     w_persist[(window - 1) * len(fields)] = 1.0  # the target's last value (field 0)
     w_ar, b_ar = _ar_weights(x[fit_idx], y[fit_idx])
     hidden = spec.hidden or WORKSHOP_HIDDEN
-    if weak_model is not None:
-        mlp, hist = weak_model, {}
-    else:
-        mlp = tfkit.mlp(shape, hidden, name="mlp")
-        fitted = tfkit.fit(mlp, x[split.train], y[split.train], x[split.val], y[split.val],
-                           label=f"{card.name} mlp", epochs=spec.epochs,
-                           batch_size=spec.batch_size, patience=spec.patience,
-                           learning_rate=spec.learning_rate)
-        hist = fitted.history
+    mlp = tfkit.mlp(shape, hidden, name="mlp")
+    hist = tfkit.fit(mlp, x[split.train], y[split.train], x[split.val], y[split.val],
+                     label=f"{card.name} mlp", epochs=spec.epochs, batch_size=spec.batch_size,
+                     patience=spec.patience, learning_rate=spec.learning_rate,
+                     seed=settings.seed).history
     candidates = {
         ForecastModel.MLP: Candidate(ForecastModel.MLP, mlp, hist),
         ForecastModel.AR: Candidate(ForecastModel.AR, tfkit.linear(shape, w_ar, b_ar, "ar"), {}),
