@@ -247,3 +247,38 @@ def test_cli_updates_from_a_bundle_and_a_signed_registry(
     # The hook for services that hold a verified bundle already.
     back = update_device_from_bundle(qemu.url, read_bundle(bundle.read_bytes()))
     assert back.hash == image_hash(exp.blob) and not back.already_current
+
+
+def test_cli_fetches_a_signed_model_from_the_http_registry(
+        device: tuple[QemuDevice, DeviceLink], new_model: tuple[DevModel, ce.CExport],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prometheus_client import CollectorRegistry
+    from pydantic import SecretStr
+
+    from services.trainer.registry.config import HttpSettings, RegistrySettings
+    from services.trainer.registry.server import RegistryServer
+
+    qemu, link = device
+    model, exp = new_model
+    link.close()
+    keys = generate_keypair(tmp_path / "keys")
+    server = RegistryServer(RegistrySettings(
+        root=tmp_path / "registry", signing_key=keys.private_path,
+        token=SecretStr("t0ken-for-tests"), http=HttpSettings(host="127.0.0.1", port=0),
+        mqtt=None), CollectorRegistry())
+    server.start()
+    try:
+        bundle = write_bundle(tmp_path / "fc-b.tar", model.card,
+                              {"model.tflite": model.tflite, "c/model.bin": exp.blob})
+        published = server.store.publish(bundle)
+        url = f"http://127.0.0.1:{server.port}"
+        assert device_cli(["update-model", "--port", qemu.url, "--model", published.name,
+                           "--registry", url, "--public-key", str(keys.public_path)]) == 0
+        out = capsys.readouterr().out
+        assert f"hash={image_hash(exp.blob)}" in out and "model=fc-b" in out
+        # Without a trusted key nothing is fetched from a registry.
+        assert device_cli(["update-model", "--port", qemu.url, "--model", published.name,
+                           "--registry", url]) == 1
+        assert "--public-key" in capsys.readouterr().err
+    finally:
+        server.stop()
