@@ -316,6 +316,9 @@ class IngestService:
                 self.metrics.write_errors.labels("refused").inc()
                 self._rl.error("storage-refused-one", "ingest: storage refused %d readings of "
                                "%s, dropped: %s", len(group), group[0].device, exc)
+                # Dropped on purpose: not a gap to ask the collector about.
+                for r in group:
+                    self.gaps.observe(r.site, r.device, (r.seq,))
                 continue
             self._record(group, result.written, result.duplicates)
         return True

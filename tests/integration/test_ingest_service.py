@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry
 
 from services.common.mqtt import MqttClient, MqttSettings, Protocol
@@ -292,3 +293,36 @@ def test_a_pause_in_the_stream_writes_the_batch(
         assert metric(registry, "edgeloop_ingest_batch_readings_count") >= 2
     finally:
         service.stop()
+
+
+def test_a_message_the_backend_refuses_is_dropped_and_the_rest_of_its_batch_stored(
+    mqtt_settings: MqttSettings, tmp_path: Path, registry: CollectorRegistry,
+    publisher: MqttClient,
+) -> None:
+    influx = InfluxDB1(tmp_path / "influxdb1")
+    influx.start()
+    service = make_service(mqtt_settings, tmp_path, registry, gap_grace_s=0.2,
+                           storage=StorageSettings(url=influx.storage_url(),
+                                                   state_dir=tmp_path / "state"),
+                           batch_wait_s=1.0, batch_idle_s=0.5)
+    try:
+        # "pm25" already exists as a string field (field types are per measurement in
+        # InfluxDB 1.x): x's float pm25 is refused, y's temp is fine.
+        requests.post(f"{influx.base_url}/write", params={"db": "edgeloop"},
+                      data=f'readings,device=z,site=lab pm25="bad" {T0 - 1}', timeout=10)
+        x = ReadingBatch(device="x", site="lab", samples=[sample(s, pm25=1.0) for s in (1, 2)])
+        publisher.publish(topics.telemetry("lab", "x"), batch("x", [0]))
+        publisher.publish(topics.telemetry("lab", "y"), batch("y", range(10)))
+        publisher.publish(topics.telemetry("lab", "x"), x.to_json())
+        publisher.publish(topics.telemetry("lab", "y"), batch("y", range(10, 20)))
+        publisher.publish(topics.telemetry("lab", "x"), batch("x", [3]))
+        wait_until(lambda: metric(registry, "edgeloop_ingest_readings_written_total") == 22)
+        assert metric(registry, "edgeloop_ingest_write_errors_total", kind="refused") >= 1
+        assert service.storage.count("y") == 20
+        assert list(service.storage.query(devices=["x"]).seq) == [0, 3]
+        time.sleep(1.5)
+        # The refused seqs 1..2 are not a gap to ask the collector about.
+        assert metric(registry, "edgeloop_ingest_resend_requests_total") == 0
+    finally:
+        service.stop()
+        influx.stop()
