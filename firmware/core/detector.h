@@ -7,7 +7,7 @@
 #include "model.h"
 #include "reading.h"
 
-#define DETECTOR_MAX_WINDOW 64u
+#define DETECTOR_MAX_WINDOW MODEL_MAX_WINDOW
 /* Identical consecutive readings (every field) before a sensor counts as stuck: real
  * readings at these resolutions always move in the last digit within a few samples. */
 #define DETECTOR_STUCK_RUN 8u

@@ -54,7 +54,8 @@ model_status_t model_parse(const uint8_t *p, uint32_t size, model_t *m) {
     m->n_layers = load_le_u16(p + 60);
     m->n_vectors = load_le_u16(p + 62);
     if (m->n_fields == 0 || m->n_fields > MODEL_MAX_FIELDS || m->target >= m->n_fields ||
-        m->window == 0 || (uint32_t)m->window * m->n_fields != m->n_inputs ||
+        m->window == 0 || m->window > MODEL_MAX_WINDOW ||
+        (uint32_t)m->window * m->n_fields != m->n_inputs ||
         m->n_inputs > MODEL_MAX_WIDTH || m->n_outputs == 0 || m->n_layers == 0 ||
         m->n_layers > MODEL_MAX_LAYERS || !(m->input_scale > 0.0f) ||
         !(m->output_scale > 0.0f) || m->input_zp < -128 || m->input_zp > 127 ||

@@ -27,6 +27,8 @@
 #define MODEL_MAX_LAYERS 8u
 #define MODEL_MAX_WIDTH 128u
 #define MODEL_MAX_FIELDS 4u
+/* Samples per input window (the detector keeps this many readings). */
+#define MODEL_MAX_WINDOW 64u
 #define MODEL_NAME_LEN 16u
 
 typedef enum {

@@ -122,7 +122,8 @@ static void data_frame(device_t *d, const uint8_t *f, uint32_t len) {
     const uint32_t n = load_le_u16(f + 5);
     if (7u + n + 4u > len) return nak(d, "short");
     if (7u + n + 4u < len) return nak(d, "long");
-    if (n == 0 || n > UPDATE_CHUNK_MAX || offset + n > u->size) return nak(d, "size");
+    if (n == 0 || n > UPDATE_CHUNK_MAX || n > u->size || offset > u->size - n)
+        return nak(d, "size"); /* written so that a huge offset cannot wrap around */
     if (offset + n <= u->received) return ack(d); /* a resend of a chunk we have */
     if (offset != u->received) return nak(d, "offset");
     slots_write_data(&d->port.flash, u->slot, offset, f + 7, n);

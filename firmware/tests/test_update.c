@@ -87,6 +87,8 @@ static void good_update_with_errors(void) {
     /* A chunk from the future, and a duplicate of an acked one. */
     CHECK(strcmp(send_frame(&g_dev, FRAME_DATA, 512, g_new + 512, 16), "@NAK 256 offset\n") == 0);
     CHECK(strcmp(send_frame(&g_dev, FRAME_DATA, 128, g_new + 128, 128), "@ACK 256\n") == 0);
+    /* An offset that would wrap around 32 bits. */
+    CHECK(strcmp(send_frame(&g_dev, FRAME_DATA, 0xFFFFFFF0u, g_new, 32), "@NAK 256 size\n") == 0);
     /* Beyond the announced size. */
     CHECK(strcmp(send_frame(&g_dev, FRAME_DATA, size - 10u, g_new, 100), "@NAK 256 size\n") == 0);
     /* The device kept streaming through all of this. */

@@ -45,6 +45,8 @@ BLOB_HEADER_SIZE = 64
 MAX_FIELDS = 4
 MAX_WIDTH = 128
 MAX_LAYERS = 8
+#: firmware/core/model.h MODEL_MAX_WINDOW: readings the device keeps per window.
+MAX_WINDOW = 64
 #: firmware/core/slots.h SLOT_SIZE: the largest image a device slot holds.
 SLOT_SIZE = 16384
 #: Fields the firmware samples, in its reading order.
@@ -412,6 +414,8 @@ def device_spec(card: ModelCard, model: IntModel, threshold: float | None) -> De
     unknown = [f for f in fields if f not in DEVICE_FIELDS]
     if unknown or len(fields) > MAX_FIELDS:
         raise UnsupportedModel(f"fields {unknown or fields} are not sampled by the firmware")
+    if card.input.window > MAX_WINDOW:
+        raise UnsupportedModel(f"window {card.input.window} > {MAX_WINDOW} samples")
     if card.input.window * len(fields) != model.n_inputs:
         raise UnsupportedModel(
             f"window {card.input.window} x {len(fields)} fields != {model.n_inputs} inputs"
