@@ -63,7 +63,7 @@ def open_storage(
     """Open the backend a URL names. ``secrets``: ``token``, ``username``, ``password``.
 
     ``state_dir`` holds the InfluxDB backends' seq ledgers (default
-    ``~/.local/state/edgeloop``).
+    ``~/.local/state/edgeloop``), opened only once something is written.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -92,18 +92,13 @@ def open_storage(
         database = parts.path.strip("/")
         if not database:
             raise ValueError(f"{url!r}: influxdb1 URLs look like influxdb1://host:port/dbname")
-        ledger = SeqLedger(_ledger_path(params, state, scheme, parts.hostname, str(port),
-                                        database))
-        try:
-            return Influx1Storage(
-                http_url, database, ledger,
-                username=secrets.get("username"), password=secrets.get("password"),
-                retention_policy=params.get("rp"),
-                create=params.get("create", "1") not in {"0", "false", "no"},
-            )
-        except Exception:
-            ledger.close()
-            raise
+        ledger_path = _ledger_path(params, state, scheme, parts.hostname, str(port), database)
+        return Influx1Storage(
+            http_url, database, lambda: SeqLedger(ledger_path),
+            username=secrets.get("username"), password=secrets.get("password"),
+            retention_policy=params.get("rp"),
+            create=params.get("create", "1") not in {"0", "false", "no"},
+        )
     from services.ingest.storage.influx2 import Influx2Storage, QueryLanguage
 
     org, bucket = params.get("org"), params.get("bucket")
@@ -113,7 +108,6 @@ def open_storage(
         language = QueryLanguage(params.get("query", "flux").lower())
     except ValueError:
         raise ValueError(f"{url!r}: query= is flux (InfluxDB 2.x) or influxql (3.x)") from None
-    ledger = SeqLedger(_ledger_path(params, state, scheme, parts.hostname, str(port), org,
-                                    bucket))
-    return Influx2Storage(http_url, org, bucket, ledger, token=secrets.get("token"),
-                          query_language=language)
+    ledger_path = _ledger_path(params, state, scheme, parts.hostname, str(port), org, bucket)
+    return Influx2Storage(http_url, org, bucket, lambda: SeqLedger(ledger_path),
+                          token=secrets.get("token"), query_language=language)

@@ -5,7 +5,7 @@ Many Raspberry Pi installs still run 1.x (1.8); CI tests against Debian's 1.6.7.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import requests
 
@@ -22,7 +22,7 @@ class Influx1Storage(LedgeredInfluxStorage):
         self,
         base_url: str,
         database: str,
-        ledger: SeqLedger,
+        ledger: SeqLedger | Callable[[], SeqLedger],
         *,
         username: str | None = None,
         password: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import requests
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -56,7 +56,7 @@ class Influx2Storage(LedgeredInfluxStorage):
         url: str,
         org: str,
         bucket: str,
-        ledger: SeqLedger,
+        ledger: SeqLedger | Callable[[], SeqLedger],
         *,
         token: str | None = None,
         timeout_s: float = 30.0,

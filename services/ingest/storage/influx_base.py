@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from services.contract.models import Reading
 from services.ingest.storage import lineproto
@@ -18,8 +19,19 @@ class LedgeredInfluxStorage(Storage):
     #: the server's default body limits.
     lines_per_request = 10_000
 
-    def __init__(self, ledger: SeqLedger) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: SeqLedger | Callable[[], SeqLedger]) -> None:
+        # A factory is opened on first use: a reader (the trainer) never creates one.
+        self._ledger: SeqLedger | None = ledger if isinstance(ledger, SeqLedger) else None
+        self._ledger_factory = None if isinstance(ledger, SeqLedger) else ledger
+        self._ledger_lock = threading.Lock()
+
+    @property
+    def ledger(self) -> SeqLedger:
+        with self._ledger_lock:
+            if self._ledger is None:
+                assert self._ledger_factory is not None  # noqa: S101 - set when not opened
+                self._ledger = self._ledger_factory()
+            return self._ledger
 
     @abc.abstractmethod
     def _send(self, body: str) -> None:
@@ -37,4 +49,6 @@ class LedgeredInfluxStorage(Storage):
         return self.ledger.ranges()
 
     def close(self) -> None:
-        self.ledger.close()
+        with self._ledger_lock:
+            if self._ledger is not None:
+                self._ledger.close()
