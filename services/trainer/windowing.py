@@ -94,6 +94,8 @@ class Windows:
     group: IntArray  # (n,) recording index
     labels: list[str]
     names: list[str]  # recording names, by group index
+    #: Recordings shorter than one window (left out).
+    skipped: int = 0
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -120,7 +122,7 @@ def fixed_windows(data: Recordings, window: int, stride: int) -> Windows:
         raise DataError(f"a window of {window} samples is longer than every recording "
                         f"(longest: {longest})")
     w = Windows(np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), labels,
-                [r.name for r in data.recordings])
+                [r.name for r in data.recordings], skipped)
     present = sorted({labels[i] for i in np.unique(w.label)})
     if len(present) < 2:
         raise DataError(f"classification needs at least two classes; the data has {present}")
