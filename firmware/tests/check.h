@@ -19,5 +19,6 @@ void test_model(void);
 void test_device(void);
 void test_update(void);
 void test_drivers(void);
+void test_flash(void);
 
 #endif

@@ -31,6 +31,7 @@ int main(void) {
     run("device", test_device);
     run("update", test_update);
     run("drivers", test_drivers);
+    run("flash", test_flash);
 #ifdef EDGELOOP_FORCE_FAILURE
     /* Built only to prove that a failing check fails the run (and QEMU's exit status). */
     CHECK(0 == 1);

@@ -33,7 +33,7 @@ def test_unit_tests_pass_in_qemu(arm_build: Path, target: str) -> None:
     proc = run_semihosted(target, arm_build / target / "test_firmware.elf")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
-    for group in ("primitives", "model", "device", "update", "drivers"):
+    for group in ("primitives", "model", "device", "update", "drivers", "flash"):
         assert f"ok   {group}" in out
     assert " 0 failures" in out
 

@@ -29,7 +29,7 @@ from tests.support.servers import which_or_skip
 
 pytestmark = pytest.mark.firmware
 
-GROUPS = ("primitives", "model", "device", "update", "drivers")
+GROUPS = ("primitives", "model", "device", "update", "drivers", "flash")
 
 
 @pytest.fixture(scope="module")

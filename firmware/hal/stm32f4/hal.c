@@ -1,8 +1,9 @@
 /* STM32F4 HAL: USART2 (PA2/PA3, the ST-LINK virtual COM port) at 115200 8N1 from the
  * 16 MHz HSI, RX interrupt into a ring buffer; SysTick at 1 kHz; the IKS01A3's HTS221 and
- * LPS22HH over I2C1; model slots in SRAM kept across resets. */
+ * LPS22HH over I2C1; model slots in flash (flash.c) behind an SRAM shadow. */
 #include "../hal.h"
 
+#include "flash.h"
 #include "hts221.h"
 #include "i2c.h"
 #include "lps22hh.h"
@@ -34,6 +35,13 @@ static hts221_t g_hts;
 static lps22hh_t g_lps;
 static bool g_sensors_ok;
 static reading_t g_last;
+/* The model slots: flash sectors 6 and 7 (128 KiB each at 0x08040000 and 0x08060000 on
+ * the 512 KiB F401RE/F411RE), seen by the core through the SRAM shadow. */
+static stm32_flash_t g_store = {
+    .sector_addr = {0x08040000u, 0x08060000u}, .sector_number = {6u, 7u},
+    .sector_size = 128u * 1024u, .shadow = SIMFLASH,
+};
+static bool g_real_flash;
 
 void SysTick_Handler(void) { g_ms++; }
 
@@ -68,6 +76,13 @@ void hal_init(void) {
     SYST_RVR = HCLK_HZ / 1000u - 1u;
     SYST_CVR = 0;
     SYST_CSR = 7u;
+    /* QEMU's STM32 emulates neither RCC nor the flash controller: there the slots stay
+     * in the SRAM shadow alone (kept across resets, as on the mps2 machines). */
+    g_real_flash = RCC_CR != 0u;
+    if (g_real_flash) {
+        g_store.io = stm32_mmio;
+        stm32_flash_load(&g_store);
+    }
     stm32_i2c1_init();
     g_sensors_ok = hts221_init(&g_hts, &stm32_i2c1) == SENSOR_OK &&
                    lps22hh_init(&g_lps, &stm32_i2c1) == SENSOR_OK;
@@ -98,6 +113,10 @@ int hal_uart_read(void) {
 uint8_t *hal_flash(void) { return SIMFLASH; }
 
 void hal_flash_write(uint32_t offset, const void *data, uint32_t len) {
+    if (g_real_flash) {
+        (void)stm32_flash_write(&g_store, offset, data, len); /* errors: counted in g_store */
+        return;
+    }
     const uint8_t *d = data;
     for (uint32_t i = 0; i < len && offset + i < FLASH_REGION_SIZE; i++) SIMFLASH[offset + i] = d[i];
 }
