@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -88,7 +89,10 @@ def start_broker(workdir: Path, prefer_embedded: bool = False) -> DemoBroker:
     binary = None if prefer_embedded else find_mosquitto()
     if binary is not None:
         conf = workdir / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(workdir=workdir, port=port))
+        # As root Mosquitto would drop to the `mosquitto` user and lose write access to
+        # its persistence dir; keep the invoking user.
+        run_as = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(run_as + MOSQUITTO_CONF.format(workdir=workdir, port=port))
         out = (workdir / "mosquitto.out").open("ab")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

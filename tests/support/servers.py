@@ -135,8 +135,13 @@ class Mosquitto(ServerProcess):
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         self.config_path = workdir / "mosquitto.conf"
+        # As root, Mosquitto drops to the `mosquitto` user, which cannot write persistence
+        # into pytest's private temp dirs: sessions would silently not survive a SIGKILL.
+        has_user = any(line.strip().startswith("user ") for line in extra_config.splitlines())
+        run_as = "user root\n" if os.geteuid() == 0 and not has_user else ""
         self.config_path.write_text(
-            MOSQUITTO_BASE.format(
+            run_as
+            + MOSQUITTO_BASE.format(
                 anonymous="true" if anonymous else "false", workdir=workdir, port=port,
                 max_queued=max_queued,
             )
