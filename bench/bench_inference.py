@@ -298,8 +298,13 @@ def run(quick: bool) -> dict[str, Any]:
                  "--client-id", f"bench-{name}", "--public-key", str(keys.public_path),
                  "--model-dir", str(work / f"cache-{name}"), "--bundle", str(own.path),
                  "--no-stream", "--log-level", "WARNING"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            wait_for_port(http, timeout_s=60)
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=(work / f"{name}.log").open("wb"))
+            try:
+                wait_for_port(http, timeout_s=120)
+            except TimeoutError:
+                _stop(proc)
+                raise RuntimeError(f"edgeloop {name} did not start: "
+                                   f"{(work / f'{name}.log').read_text()[-2000:]}") from None
             return topic, proc
 
         targets: dict[str, Any] = {
