@@ -36,7 +36,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 import requests
-import yaml
+import yaml  # type: ignore[import-untyped]
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import SecretStr
 
