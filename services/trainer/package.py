@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from services.contract.card import ModelCard, Quantization, TestVector
 from services.modelkit.bundle import write_bundle
-from services.modelkit.preprocess import finish
+from services.modelkit.preprocess import LOGITS, OUTPUT_KEY, finish
 from services.trainer import stopping
 from services.trainer.config import Runtime
 from services.trainer.errors import GateError
@@ -103,6 +103,8 @@ def final_card(chk: Checked, *, n_vectors: int, metrics: dict[str, Any],
     # One int8 output step in final units: runtimes may round a borderline value apart.
     out_std = max(card.normalization.output_std or [1.0])
     step = out_s * out_std
+    if card.pipeline_params.get(OUTPUT_KEY) == LOGITS:
+        step *= 0.5  # a softmax moves no probability by more than half the logits' change
     idx = _spread_indices(len(chk.prepared.raw_test), n_vectors)
     vectors = [TestVector(input=np.asarray(chk.prepared.raw_test[i]).tolist(),
                           output=[float(v) for v in np.ravel(chk.int8_final[i])]) for i in idx]
