@@ -166,6 +166,14 @@ class HttpServer:
             pass  # closed while stopping
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self._server.close()
+        """Let running requests finish, then close every socket from the loop's own thread
+        (a close from here would race the loop)."""
+        from waitress import wasyncore
+
+        server = self._server
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout_s)
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("HTTP loop did not stop within %.0f s", timeout_s)
