@@ -237,6 +237,9 @@ threshold for several readings in a row.</p>
 <table><tr><th>device</th><th>label</th><th>confidence</th><th>recorded as</th></tr>
 {event_rows}</table>
 <h2>Requests</h2>
+<p>Round trips seen by a client while every device streams and every service shares one
+Python process on this machine; <code>bench/</code> measures the inference service on its
+own against an echo responder.</p>
 <p>MQTT: {len(summary.latencies_mqtt_s)} requests, p50 {_pct(summary.latencies_mqtt_s, 50)},
 p99 {_pct(summary.latencies_mqtt_s, 99)} · HTTP: {len(summary.latencies_http_s)} requests,
 p50 {_pct(summary.latencies_http_s, 50)}, p99 {_pct(summary.latencies_http_s, 99)}</p>

@@ -55,6 +55,7 @@ CLASSIFIER_MODEL = "motion-classifier"
 #: Recordings kept out of the classifier's training so the demo replays unseen motion.
 HELD_OUT_PREFIXES = ("idle", "unknown")
 HELD_OUT_PER_LABEL = 2
+FIRMWARE_DEVICE = "mcu-1"
 
 
 @dataclass
@@ -238,6 +239,7 @@ class Demo:
         self.accel_spans: list[tuple[int, int, str]] = []
         self.fire_device = "temp-2"
         self.fire_injected_at: float | None = None
+        self.qemu: Any = None
         self.trained: dict[str, Path] = {}
         self._published_at: dict[tuple[str, int], float] = {}
         self._first_served: dict[tuple[str, int], float] = {}
@@ -344,10 +346,24 @@ class Demo:
         self.c.line(f"  firmware: {self.summary.firmware}")
 
     def _firmware_device(self) -> str:
-        if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
-            return "qemu-system-arm or arm-none-eabi-gcc not installed: no firmware device"
-        return "QEMU and the ARM toolchain are installed; the firmware device is not wired " \
-               "into the demo yet"
+        """The real firmware in QEMU (Cortex-M3), on its UART, through the collector."""
+        from services.device.emulator import EmulatorError, QemuDevice, make, toolchain_missing
+
+        missing = toolchain_missing()
+        if missing is not None:
+            return f"{missing} is not installed: no firmware device (make test installs it)"
+        try:
+            self.c.live("  building the firmware for QEMU mps2-an385 ...")
+            make("mps2-an385")
+            qemu = QemuDevice("mps2-an385", log_path=self.o.workdir / "qemu.log")
+            qemu.start()
+        except (EmulatorError, OSError, subprocess.SubprocessError) as exc:
+            return f"could not start the firmware in QEMU: {str(exc)[:200]}"
+        self.qemu = qemu
+        self.stack.add_device(FIRMWARE_DEVICE, "firmware in QEMU (Cortex-M3, UART)",
+                              serial_port=qemu.url)
+        return (f"{FIRMWARE_DEVICE}: edgeloop firmware in QEMU mps2-an385 (Cortex-M3) on "
+                f"{qemu.url}, running its int8 forecaster on every reading")
 
     def _stored(self, device: str | None = None) -> int:
         storage = open_storage(self.stack.storage_url)
@@ -458,6 +474,10 @@ class Demo:
                       command=CommandName.FAULT, args={"kind": "fire"})
         self.watcher.client.publish(topics.cmd(SITE, self.fire_device), cmd.to_json(), qos=1)
         self.fire_injected_at = time.monotonic()
+        if self.qemu is not None:
+            mcu = Command(id=f"fire-{uuid.uuid4().hex[:6]}", device=FIRMWARE_DEVICE, site=SITE,
+                          command=CommandName.FAULT, args={"kind": "fire"})
+            self.watcher.client.publish(topics.cmd(SITE, FIRMWARE_DEVICE), mcu.to_json(), qos=1)
         self.c.wait_until(
             "a forecast-deviation alert from the fire",
             lambda: bool(self.watcher and self.watcher.raised(
@@ -466,6 +486,15 @@ class Demo:
         )
         alert = self.watcher.raised(self.fire_device, AlertKind.FORECAST_DEVIATION)[0]
         self.c.line(f"  ALERT {alert.kind.value} on {alert.device}: {alert.message}")
+        if self.qemu is not None:
+            self.c.wait_until(
+                "the firmware to flag its own readings",
+                lambda: bool(self.watcher and self.watcher.raised(
+                    FIRMWARE_DEVICE, AlertKind.DEVICE_ANOMALY)),
+                60, self._status,
+            )
+            self.c.line(f"  ALERT device_anomaly on {FIRMWARE_DEVICE}: the firmware's own int8 "
+                        "model flagged the fire on the device")
 
     def _free_fall(self) -> None:
         self.c.wait_until(
@@ -689,3 +718,5 @@ class Demo:
                     pass
         if self._stack is not None:
             self._stack.stop()
+        if self.qemu is not None:
+            self.qemu.stop()

@@ -67,14 +67,19 @@ class Stack:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.inference.http_port}"
 
-    def add_device(self, name: str, kind: str, source: Source) -> Device:
+    def add_device(
+        self, name: str, kind: str, source: Source | None = None, serial_port: str | None = None
+    ) -> Device:
+        """A collector for one device: a demo source, or a real serial port (``socket://``)."""
         registry = new_registry(process_metrics=False)
         port = free_port()
         config = CollectorConfig(
-            source=SourceKind.SIMULATE, device=name, site=SITE, mqtt=self.mqtt,
+            source=SourceKind.SERIAL if serial_port else SourceKind.SIMULATE,
+            serial_port=serial_port, device=name, site=SITE, mqtt=self.mqtt,
             outbox=self.workdir / f"outbox-{name}.db", metrics_port=port, batch_max=200,
         )
         collector = Collector(config, registry, source=source)
+        source = collector.source
         collector.start()
         self.metrics_ports[f"collector {name}"] = port
         device = Device(name, kind, collector, registry, source)
