@@ -59,6 +59,12 @@ class AaltoAdapter:
         self._client.publish(topic, text.encode(), qos=self.settings.qos)
 
     def _on_request(self, msg: paho.MQTTMessage) -> None:
+        try:
+            self._take(msg)
+        finally:
+            self._client.ack(msg.mid, int(msg.qos))  # the tutorial publishes with QoS 0
+
+    def _take(self, msg: paho.MQTTMessage) -> None:
         reply_topic = self.reply_topic(msg.topic)
         if "+" in reply_topic or "#" in reply_topic:
             return

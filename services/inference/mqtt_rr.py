@@ -19,7 +19,6 @@ from paho.mqtt.properties import Properties
 
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Protocol
-from services.contract.models import ErrorCode
 from services.contract.topics import INFER_REQUEST_ALL, ContractTopicError, parse_model_topic
 from services.inference.metrics import InferenceMetrics
 from services.inference.serving import Job, Result, Server, Transport
@@ -59,28 +58,37 @@ class MqttRequestHandler:
         return props
 
     def _on_request(self, msg: paho.MQTTMessage) -> None:
+        """Queue the request. It is acknowledged to the broker (PUBACK) only once its reply
+        is published, so a request this process took but never answered (a crash, a stop)
+        is redelivered by the broker from the persistent session, not lost."""
+        mid, msg_qos = msg.mid, int(msg.qos)
         try:
             model, last = parse_model_topic(msg.topic)
         except ContractTopicError:
             self._rlog.warning("bad-topic", "ignoring request on %s", msg.topic)
+            self._client.ack(mid, msg_qos)
             return
         if last != "request":
+            self._client.ack(mid, msg_qos)
+            return
+        if self._closing:
+            # Not acknowledged: the broker keeps it for the next start of this service.
             return
         response_topic: str | None = None
         correlation: bytes | None = None
         if self._v5 and msg.properties is not None:
             response_topic = getattr(msg.properties, "ResponseTopic", None)
             correlation = getattr(msg.properties, "CorrelationData", None)
-        qos = min(int(msg.qos), 1)
+        qos = min(msg_qos, 1)
 
         def reply(result: Result) -> None:
-            self._reply(result, response_topic, correlation, qos)
+            try:
+                self._reply(result, response_topic, correlation, qos)
+            finally:
+                self._client.ack(mid, msg_qos)
 
         job = Job(model=model, transport=Transport.MQTT, reply=reply, payload=bytes(msg.payload))
-        if self._closing:
-            # paho has acknowledged it already: answer rather than drop it silently.
-            self._server.reject(job, ErrorCode.OVERLOADED, "service stopping; retry")
-        elif self._inline and self._server.idle() and not self._more_waiting():
+        if self._inline and self._server.idle() and not self._more_waiting():
             self._server.run_inline(job)
         else:
             self._server.submit(job)
@@ -127,7 +135,8 @@ class MqttRequestHandler:
             self._metrics.replies_failed.inc()
 
     def close(self) -> None:
-        """Stop taking work: requests that still arrive get an error reply, not silence."""
+        """Stop taking work: requests that still arrive stay unacknowledged at the broker,
+        which delivers them again when this service (same client id) comes back."""
         self._closing = True
 
     def flush(self, timeout_s: float) -> None:

@@ -46,7 +46,9 @@ class InferenceService:
         )
         self.server = Server(self.models, self.metrics, queue_max=config.queue_max,
                              workers=config.workers, max_batch=config.max_batch)
-        self.client = MqttClient(config.mqtt, config.client_id,
+        # Manual acknowledgements: a request is PUBACKed once answered, so the persistent
+        # session keeps whatever this process took but did not answer.
+        self.client = MqttClient(config.mqtt, config.client_id, manual_ack=True,
                                  on_connection_change=self._on_connection)
         self.requests = MqttRequestHandler(self.client, self.server, self.metrics,
                                            config.request_filter,
@@ -72,6 +74,7 @@ class InferenceService:
                 self._publish,
                 forward=self.forwarder.on_reading if self.forwarder else None,
                 forward_alert=self.forwarder.on_alert if self.forwarder else None,
+                ack=self.client.ack,
             )
             self.server.set_window_source(self.stream.windows.window_input)
         self.http: HttpServer | None = None

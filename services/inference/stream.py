@@ -140,8 +140,10 @@ class StreamProcessor:
         forward: Callable[[Reading, int], None] | None = None,
         forward_alert: Callable[[Alert, list[Reading]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        ack: Callable[[int, int], object] | None = None,
     ) -> None:
         self.settings = settings
+        self._ack = ack
         self.models = models
         self.metrics = metrics
         self._publish = publish
@@ -162,6 +164,13 @@ class StreamProcessor:
     # ------------------------------------------------------------------ plumbing
     def on_message(self, msg: paho.MQTTMessage) -> None:
         """paho callback: decode and queue; never block the network thread."""
+        try:
+            self._take(msg)
+        finally:
+            if self._ack is not None:
+                self._ack(msg.mid, int(msg.qos))
+
+    def _take(self, msg: paho.MQTTMessage) -> None:
         payload = bytes(msg.payload)
         try:
             readings = decode_telemetry(msg.topic, payload, now_ns=time.time_ns())

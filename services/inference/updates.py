@@ -88,6 +88,7 @@ class ModelUpdater:
         self._rlog = RateLimitedLog(log)
         #: Names whose active model is one of the cache's (rollback follows the cache).
         self._managed: set[str] = set()
+        self._client: MqttClient | None = None
         self._session = requests.Session()
         self.outcomes: list[UpdateOutcome] = []
 
@@ -133,6 +134,7 @@ class ModelUpdater:
 
     # ------------------------------------------------------------------ running
     def start(self, client: MqttClient | None) -> None:
+        self._client = client
         self._thread = threading.Thread(target=self._run, name="model-updater", daemon=True)
         self._thread.start()
         if client is not None:
@@ -154,6 +156,13 @@ class ModelUpdater:
         self._queue.put(ann)
 
     def _on_announce(self, msg: paho.MQTTMessage) -> None:
+        try:
+            self._take(msg)
+        finally:
+            if self._client is not None:
+                self._client.ack(msg.mid, int(msg.qos))
+
+    def _take(self, msg: paho.MQTTMessage) -> None:
         if not msg.payload:
             return  # a retained announcement being cleared
         try:
