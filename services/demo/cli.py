@@ -9,6 +9,8 @@ predictions. Ends with a summary and demo-report/index.html.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import shutil
 import signal
 import sys
@@ -54,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     log_path = args.workdir / "demo.log"
-    setup_logging("INFO", stream=log_path.open("a", buffering=1))
+    log_file = log_path.open("a", buffering=1)
+    setup_logging("INFO", stream=log_file)
+    # Native libraries (LiteRT, TensorFlow) write to fd 2 directly: send that to the log
+    # too, so the terminal shows only the demo's own words.
+    os.dup2(log_file.fileno(), 2)
     # SIGTERM stops the demo like Ctrl-C does: through the same clean shutdown.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     console = Console()
@@ -66,4 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         fire_c_per_row=args.fire_rate, alert_relative=args.alert_relative,
         requests=args.requests,
     )
-    return Demo(options, console).run()
+    try:
+        return Demo(options, console).run()
+    except Exception as exc:  # stderr goes to the log: say it where the person looks
+        console.line(f"edgeloop demo crashed: {exc!r} (traceback in {log_path})")
+        logging.getLogger("edgeloop.demo").exception("demo crashed")
+        return 1

@@ -194,6 +194,12 @@ def _accel_playlist(held: list[Path]) -> tuple[Recording, list[tuple[int, int, s
     return Recording(None, rows, {}, "demo-accel"), spans
 
 
+def _native_noise(line: str) -> bool:
+    """TensorFlow's C++ start-up chatter: in the log file, not on the terminal."""
+    return "absl::InitializeLog" in line or line.startswith(("INFO: Created TensorFlow",
+                                                             "WARNING: All log messages"))
+
+
 def _num(doc: object, *path: str) -> float | None:
     for key in path:
         if not isinstance(doc, dict) or key not in doc:
@@ -309,8 +315,9 @@ class Demo:
         self.summary.broker = (
             f"Mosquitto (MQTT v5) on 127.0.0.1:{stack.broker.port}"
             if stack.broker.kind == "mosquitto"
-            else f"amqtt in-process (MQTT 3.1.1; Mosquitto not installed) on 127.0.0.1:"
-                 f"{stack.broker.port}"
+            else f"amqtt in-process (MQTT 3.1.1; "
+                 f"{'--embedded-broker' if self.o.embedded_broker else 'Mosquitto not installed'}"
+                 f") on 127.0.0.1:{stack.broker.port}"
         )
         self.summary.storage = stack.storage_url
         self.summary.registry_url = stack.registry_url
@@ -405,7 +412,7 @@ class Demo:
             for line in proc.stdout:
                 log_file.write(line)
                 text = line.strip()
-                if text:
+                if text and not _native_noise(text):
                     # Show the trainer's own progress words, not its log prefix.
                     last = text.split(": ", 1)[-1] if " INFO " in text else text
                     self.c.live(f"  {name}: {last[:150]}")
