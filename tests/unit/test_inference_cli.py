@@ -31,3 +31,15 @@ def test_rollback_without_versions_fails_clearly(
     assert main(["rollback", "tiny", "--model-dir", str(tmp_path)]) == 1
     assert "no earlier verified version" in capsys.readouterr().err
     assert main(["models", "--model-dir", str(tmp_path)]) == 0
+
+
+def test_the_inference_service_never_imports_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, services.inference.service, services.inference.cli, "
+            "services.inference.runtimes as r; r.create_runtime; "
+            "print(any(m == 'tensorflow' or m.startswith('tensorflow.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False"
