@@ -220,18 +220,13 @@ class Server:
         self.metrics.queue_depth.set(self._queue.qsize())
         return True
 
-    def reject(self, job: Job, code: ErrorCode, message: str) -> None:
-        """Answer a job with an error without running it (e.g. while stopping)."""
-        self.metrics.in_flight.inc()
-        self._finish(job, error_result(job, code, message))
-
     def idle(self) -> bool:
         """Nothing queued and no worker busy: a request run right now waits for nobody."""
         return self._busy == 0 and self._queue.empty()
 
     def run_inline(self, job: Job) -> None:
-        """Run one job on the caller's thread (the MQTT network thread when idle): no
-        thread hand-off, so an idle service answers as fast as an echo would."""
+        """Run one job on the caller's thread (the MQTT network thread when idle), saving
+        the hand-off to a worker (``inline_when_idle``)."""
         self.metrics.in_flight.inc()
         with self._busy_lock:
             self._busy += 1
