@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to keep watching the live stream at the end (default 20)")
     p.add_argument("--speed", type=float, default=200.0,
                    help="replay speed-up of the workshop boards (default 200: 67 readings/s)")
+    p.add_argument("--live-speed", type=float, default=20.0,
+                   help="replay speed once the models serve (default 20: 7 readings/s)")
     p.add_argument("--train-rows", type=int, default=2500,
                    help="readings per board stored before training starts (default 2500)")
     p.add_argument("--requests", type=int, default=200,
@@ -49,8 +51,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.speed <= 0 or args.duration < 0 or args.train_rows < 200:
-        print("edgeloop demo: --speed must be > 0, --duration >= 0, --train-rows >= 200",
+    if args.speed <= 0 or args.live_speed <= 0 or args.duration < 0 or args.train_rows < 200:
+        print("edgeloop demo: --speed and --live-speed must be > 0, --duration >= 0, "
+              "--train-rows >= 200",
               file=sys.stderr)
         return 2
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         firmware=not args.no_firmware, out_dir=args.out, workdir=args.workdir.resolve(),
         embedded_broker=args.embedded_broker, train_rows=args.train_rows,
         fire_c_per_row=args.fire_rate, alert_relative=args.alert_relative,
-        requests=args.requests,
+        requests=args.requests, live_speed=args.live_speed,
     )
     try:
         return Demo(options, console).run()

@@ -71,6 +71,7 @@ class DemoOptions:
     fire_c_per_row: float
     alert_relative: float
     requests: int
+    live_speed: float = 20.0
 
 
 class Watcher:
@@ -196,8 +197,11 @@ def _accel_playlist(held: list[Path]) -> tuple[Recording, list[tuple[int, int, s
 
 def _native_noise(line: str) -> bool:
     """TensorFlow's C++ start-up chatter: in the log file, not on the terminal."""
-    return "absl::InitializeLog" in line or line.startswith(("INFO: Created TensorFlow",
-                                                             "WARNING: All log messages"))
+    if "absl::InitializeLog" in line or line.startswith(("INFO: Created TensorFlow",
+                                                          "WARNING: All log messages")):
+        return True
+    # absl's own format: I0000 00:00:1795315859.033558   11136 port.cc:153] ...
+    return len(line) > 6 and line[0] in "IWE" and line[1:5].isdigit() and line[5] == " "
 
 
 def _num(doc: object, *path: str) -> float | None:
@@ -384,8 +388,10 @@ class Demo:
         stored = self._stored()
         alerts = len(self.watcher.alerts) if self.watcher else 0
         events = len(self.watcher.events) if self.watcher else 0
-        return (f"published {' · '.join(parts)} | stored {stored:,} | alerts {alerts} | "
-                f"events {events} | {time.monotonic() - self.started:.0f} s")
+        seen = self.stack.inference_metrics.get_sample_value(
+            "edgeloop_stream_readings_total") or 0
+        return (f"published {' · '.join(parts)} | stored {stored:,} | edge saw {seen:,.0f} | "
+                f"alerts {alerts} | events {events} | {time.monotonic() - self.started:.0f} s")
 
     def _collect(self) -> None:
         need = self.o.train_rows
@@ -473,6 +479,11 @@ class Demo:
             if seen is not None and published is not None:
                 m.load_delay_s = max(0.0, seen - published)
         self.c.line("  serving: " + ", ".join(f"{n} v{v}" for n, v in self._edge_models().items()))
+        # History was fast-forwarded for training; from here the boards play closer to live.
+        for device in self.temp_devices.values():
+            device.set_speed(self.o.live_speed)
+        self.c.line(f"  boards now replay at {self.o.live_speed:g}x "
+                    f"({self.o.live_speed / WORKSHOP_PERIOD_S:.0f} readings/s each)")
 
     def _fire(self) -> None:
         if self.watcher is None:
@@ -534,9 +545,17 @@ class Demo:
                     f"{json.dumps(by_device.get('outputs', by_device))}")
         host, port = self.stack.broker.host, self.stack.broker.port
         payload = json.dumps({"schema": "edgeloop.infer-request/1", "inputs": window})
+        request_topic = topics.infer_request(FORECAST_MODEL)
+        if self.stack.mqtt.protocol is Protocol.V5:
+            mqtt_cmd = (f"mosquitto_rr -V 5 -h {host} -p {port} -t {request_topic} "
+                        f"-e my/replies -m '{payload}'")
+        else:  # MQTT 3.1.1: the reply topic travels in the payload
+            payload_311 = json.dumps({**json.loads(payload), "reply_to": "my/replies"})
+            mqtt_cmd = (f"mosquitto_sub -h {host} -p {port} -t my/replies -C 1 & "
+                        f"mosquitto_pub -h {host} -p {port} -t {request_topic} "
+                        f"-m '{payload_311}'")
         self.summary.try_it = [
-            f"mosquitto_rr -V 5 -h {host} -p {port} -t {topics.infer_request(FORECAST_MODEL)} "
-            f"-e my/replies -m '{payload}'",
+            mqtt_cmd,
             f"curl -s -X POST {self.stack.http_url}/v1/models/{FORECAST_MODEL}:predict "
             f"-H 'Content-Type: application/json' -d '{json.dumps({'instances': [window]})}'",
         ]

@@ -79,11 +79,20 @@ class RecordedDevice(Source):
         #: (ts, values) of every row emitted, for the report's plots.
         self.emitted: list[tuple[int, dict[str, float]]] = []
         self._lock = threading.Lock()
+        self._anchor = (time.monotonic(), 0)
         self.finite = not loop
         span_ns = len(self.rows) * self.period_ns
         # Sped up, recorded time runs ahead of the wall clock: start in the past so the
         # last row is stamped no later than the wall-clock end of the replay.
         self._base_ns = time.time_ns() - (0 if speed <= 1 or loop else span_ns)
+
+    def set_speed(self, speed: float) -> None:
+        """Change the replay speed from the next row on (fast-forward, then play live)."""
+        with self._lock:
+            now = time.monotonic()
+            # Re-anchor so the next row is due now at the new pace.
+            self._anchor = (now, self.played)
+            self.speed = speed
 
     def handle_command(self, command: Command) -> tuple[CommandResult, str]:
         if command.command is CommandName.FAULT and command.args.get("kind") == "fire":
@@ -99,13 +108,21 @@ class RecordedDevice(Source):
     def run(self, ctx: SourceContext) -> None:
         ctx.metrics.source_up.set(1)
         ctx.on_state(SourceState.UP, "replaying a recording")
-        started = time.monotonic()
+        with self._lock:
+            self._anchor = (time.monotonic(), 0)
         i = 0
         n = len(self.rows)
         while not ctx.stop.is_set():
             if i >= n and not self.loop:
                 return
-            due = started + i * self.period_ns / 1e9 / self.speed
+            with self._lock:
+                (t_anchor, row_anchor), speed = self._anchor, self.speed
+
+            def due_at(row: int, t0: float = t_anchor, r0: int = row_anchor,
+                       pace: float = speed) -> float:
+                return t0 + (row - r0) * self.period_ns / 1e9 / pace
+
+            due = due_at(i)
             delay = due - time.monotonic()
             if delay > 0:
                 ctx.stop.wait(min(delay, 0.2))
@@ -113,7 +130,7 @@ class RecordedDevice(Source):
             batch: list[Row] = []
             now = time.monotonic()
             while len(batch) < 256 and (self.loop or i < n):
-                if batch and started + i * self.period_ns / 1e9 / self.speed > now:
+                if batch and due_at(i) > now:
                     break
                 values = dict(self.rows[i % n][0])
                 ts = self._base_ns + i * self.period_ns

@@ -56,6 +56,7 @@ class Stack:
     registry_server: RegistryServer
     ingest: IngestService
     inference: InferenceService
+    inference_metrics: CollectorRegistry
     devices: list[Device] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
@@ -131,6 +132,7 @@ def start_stack(workdir: Path, *, embedded_broker: bool, alert_relative: float) 
     )
     ingest.start()
 
+    inference_metrics = new_registry(process_metrics=True)
     inference = InferenceService(
         InferenceConfig(
             mqtt=mqtt, client_id="demo-serve", http_port=0,
@@ -142,13 +144,14 @@ def start_stack(workdir: Path, *, embedded_broker: bool, alert_relative: float) 
                                      stuck_after=400),
             ),
         ),
-        new_registry(process_metrics=True),
+        inference_metrics,
     )
     inference.start()
     stack = Stack(
         workdir=workdir, broker=broker, mqtt=mqtt, token=token, public_key=keys.public_path,
         signing_key=keys.private_path, storage_url=storage_url,
         registry_server=registry_server, ingest=ingest, inference=inference,
+        inference_metrics=inference_metrics,
     )
     stack.metrics_ports["ingest"] = ingest_port
     stack.metrics_ports["inference"] = inference.http_port
