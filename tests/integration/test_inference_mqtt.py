@@ -323,3 +323,30 @@ def test_client_gone_before_its_reply_does_not_disturb_the_service(
     while ok() != 6.0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ok() == 6.0  # the abandoned ones were answered too, into the void
+
+
+def test_replicas_split_requests_with_a_shared_subscription(
+    mosquitto: Mosquitto, tmp_path: Path, bundles: dict[str, tm.SignedBundle]
+) -> None:
+    shared = "$share/edge/edgeloop/v1/infer/+/request"
+    a = start_service(mosquitto, tmp_path / "a", bundles, request_filter=shared)
+    b = start_service(mosquitto, tmp_path / "b", bundles, request_filter=shared)
+    client = V5Client(mosquitto)
+    try:
+        good = bundles[tm.FORECAST].card.test_vectors[0].input
+        n = 200
+        for i in range(n):
+            client.request(tm.FORECAST, {"inputs": good}, corr=str(i).encode())
+        corrs = [client.get()[0] for _ in range(n)]
+        assert sorted(corrs) == sorted(str(i).encode() for i in range(n))  # each once
+        with pytest.raises(queue.Empty):
+            client.get(timeout=0.5)
+        counts = [
+            s.registry.get_sample_value("edgeloop_inference_requests_total", {
+                "model": tm.FORECAST, "transport": "mqtt", "outcome": "ok"}) or 0
+            for s in (a, b)]
+        assert sum(counts) == n and min(counts) > 0, counts
+    finally:
+        client.close()
+        a.stop()
+        b.stop()
