@@ -83,3 +83,31 @@ def test_cache_keeps_n_and_rolls_back(tiny: tm.TinyModels, tmp_path: Path) -> No
     assert got is not None and got.announcement.version == 2
     with pytest.raises(ValueError):
         cache.store(b"", b.announcement("u").model_copy(update={"name": "../evil"}))
+
+
+def test_local_bundles_need_their_signed_announcement(tiny: tm.TinyModels, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.inference.metrics import InferenceMetrics
+    from services.inference.models import ModelSet
+    from services.inference.updates import ModelUpdater
+
+    keys = tm.keypair(tmp_path / "k")
+    registry = CollectorRegistry()
+    models = ModelSet()
+    updater = ModelUpdater(models, BundleCache(tmp_path / "cache"), InferenceMetrics(registry),
+                           public_key=load_public_key(keys.public_path),
+                           runtimes=[RuntimeKind.LITERT])
+    b = tm.signed_bundle(tiny, tm.FORECAST, 1, keys, tmp_path / "b")
+    # Unsigned (no <bundle>.json): refused unless the operator trusts local files.
+    out = updater.load_local(b.path, trust=False)
+    assert not out.ok and out.reason is LoadFailure.SIGNATURE and len(models) == 0
+    assert updater.load_local(b.path, trust=True).ok
+    models.remove(tm.FORECAST)
+    # Signed by another key: refused even with its announcement next to it.
+    other = tm.signed_bundle(tiny, tm.FORECAST, 2, tm.keypair(tmp_path / "o"), tmp_path / "o")
+    tm.write_announcement(other)
+    out = updater.load_local(other.path, trust=False)
+    assert not out.ok and out.reason is LoadFailure.KEY_ID and len(models) == 0
+    tm.write_announcement(b)
+    assert updater.load_local(b.path, trust=False).ok and models.get(tm.FORECAST).version == 1
