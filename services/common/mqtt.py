@@ -83,6 +83,15 @@ class _Subscription:
     no_local: bool = False
 
 
+def plain_filter(topic_filter: str) -> str:
+    """``$share/<group>/a/+/b`` -> ``a/+/b``; other filters unchanged."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic_filter
+
+
 class MqttClient:
     """A reconnecting MQTT client with subscriptions that survive reconnects."""
 
@@ -196,7 +205,9 @@ class MqttClient:
         sub = _Subscription(topic_filter, qos, handler, no_local)
         with self._lock:
             self._subs[topic_filter] = sub
-        self._client.message_callback_add(topic_filter, self._wrap(handler))
+        # paho matches callbacks against a message's topic, which never carries a shared
+        # subscription's "$share/<group>/" prefix: register the plain filter.
+        self._client.message_callback_add(plain_filter(topic_filter), self._wrap(handler))
         if self.connected:
             self._send_subscribe([sub])
 

@@ -48,18 +48,6 @@ class MqttRequestHandler:
 
     def start(self) -> None:
         self._client.subscribe(self._filter, self._on_request, qos=1)
-        if self._filter.startswith("$share/"):
-            # paho matches callbacks against the message's topic, which never carries the
-            # "$share/<group>/" prefix: register the plain filter for the handler too.
-            plain = self._filter.split("/", 2)[2]
-
-            def call(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-                try:
-                    self._on_request(msg)
-                except Exception:
-                    log.exception("request handler failed on %s", msg.topic)
-
-            self._client.raw.message_callback_add(plain, call)
 
     def _props(self, correlation: bytes) -> Properties:
         """PUBLISH properties carrying ``correlation``, built from a template: paho's

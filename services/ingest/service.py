@@ -132,9 +132,6 @@ class IngestService:
         self._writer.start()
         mqtt = MqttClient(cfg.mqtt, cfg.client_id, manual_ack=True,
                           on_connection_change=self._on_connection)
-        # paho matches message callbacks on the topic filter; "$share/..." never matches a
-        # topic, so telemetry arrives through the default on_message.
-        mqtt.raw.on_message = self._on_message
         mqtt.raw.on_subscribe = self._on_subscribe
         mqtt.subscribe(self.topic_filter, self._handle, qos=1)
         self._mqtt = mqtt
@@ -171,12 +168,6 @@ class IngestService:
         if not self._subscribed.is_set():
             log.info("ingest: subscribed to %s", self.topic_filter)
         self._subscribed.set()
-
-    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        try:
-            self._handle(msg)
-        except Exception:
-            log.exception("ingest: receiving %s failed", msg.topic)
 
     def _handle(self, msg: paho.MQTTMessage) -> None:
         if self._stopping.is_set():

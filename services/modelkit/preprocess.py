@@ -21,6 +21,7 @@ tensor parameters, so this module works for the float and the int8 model alike.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ def prepare(card: ModelCard, raw: Any) -> F32:
     else:
         out = _standardise(x, norm.input_mean, norm.input_std)
     target = (out.shape[0], *card.input.shape[1:])
-    if int(np.prod(out.shape)) != int(np.prod(target)):
+    if math.prod(out.shape) != math.prod(target):
         raise PreprocessError(f"prepared input {list(out.shape)} cannot fit {card.input.shape}")
     return out.reshape(target).astype(np.float32)
 

@@ -67,3 +67,27 @@ def test_last_will_is_published_on_abrupt_loss(mosquitto: Mosquitto) -> None:
         assert msg.payload == b"offline"
     finally:
         watcher.stop()
+
+
+def test_shared_subscription_handler_is_called(mosquitto: Mosquitto) -> None:
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port)
+    got: queue.Queue[bytes] = queue.Queue()
+    sub = MqttClient(settings, "shared-sub")
+    sub.subscribe("$share/g/t/+/x", lambda m: got.put(m.payload))
+    pub = MqttClient(settings, "shared-pub")
+    sub.start()
+    pub.start()
+    try:
+        assert sub.wait_connected(10) and pub.wait_connected(10)
+        for _ in range(50):
+            pub.publish("t/1/x", b"hello").wait_for_publish(5)
+            try:
+                assert got.get(timeout=0.2) == b"hello"
+                break
+            except queue.Empty:
+                continue
+        else:
+            pytest.fail("the shared subscription's handler was never called")
+    finally:
+        pub.stop()
+        sub.stop()
