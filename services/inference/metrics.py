@@ -8,6 +8,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
+#: Absolute forecast error buckets, in the field's unit: sized for temperatures (a good
+#: forecaster is off by a few hundredths of a degree, a fire by several degrees).
+ABS_ERROR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Relative forecast error buckets (|error| / |forecast|); 0.08 is the default alert rule.
+RELATIVE_ERROR_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.08, 0.1, 0.25,
+                          0.5, 1.0)
 
 
 class InferenceMetrics:
@@ -48,6 +54,16 @@ class InferenceMetrics:
             "edgeloop_alerts_active", "Alerts currently raised, by kind", ["kind"], registry=r)
         self.events = Counter(
             "edgeloop_events_total", "Classification events by label", ["label"], registry=r)
+        # No device label: error per model and field is what says whether a model still
+        # fits, and a per-device histogram would multiply the series by the fleet size.
+        self.forecast_abs_error = Histogram(
+            "edgeloop_forecast_abs_error",
+            "Live forecast error |reading - forecast|, in the field's unit",
+            ["model", "field"], buckets=ABS_ERROR_BUCKETS, registry=r)
+        self.forecast_relative_error = Histogram(
+            "edgeloop_forecast_relative_error",
+            "Live forecast error relative to the forecast, |reading - forecast| / |forecast|",
+            ["model", "field"], buckets=RELATIVE_ERROR_BUCKETS, registry=r)
         self.readings = Counter(
             "edgeloop_stream_readings_total", "Telemetry readings processed", registry=r)
         self.readings_dropped = Counter(

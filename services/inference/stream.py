@@ -6,7 +6,8 @@ then, per reading:
 
 * checks data quality against the training ranges in the model cards (out of range,
   stuck sensor, gaps, drift) and the firmware's own ``anomaly`` flag;
-* asks each forecaster for the value it expected from the device's window, and raises a
+* asks each forecaster for the value it expected from the device's window, observes the
+  error in the ``edgeloop_forecast_*_error`` histograms, and raises a
   ``forecast_deviation`` alert when the reading is off by more than the configured
   relative amount (or k standard deviations of the recent error), debounced;
 * every ``classify_hop`` readings runs each classifier on the device's window and
@@ -286,6 +287,7 @@ class StreamProcessor:
             return
         expected = float(np.ravel(y)[0])
         value = r.values[target]
+        self._observe_error(m.name, target, value, expected)
         a = self.settings.alerts
         key = f"{m.name}/{target}"
         errs = d.errors.setdefault(key, deque(maxlen=a.error_window))
@@ -314,6 +316,15 @@ class StreamProcessor:
                          if state is AlertState.RAISED
                          else f"{target} back within the forecast ({pct:.1f} % off)"),
                 severity=Severity.CRITICAL)
+
+    def _observe_error(self, model: str, target: str, value: float, expected: float) -> None:
+        err = abs(value - expected)
+        # One NaN would turn the histogram's sum into NaN for the life of the process.
+        if not math.isfinite(err):
+            return
+        self.metrics.forecast_abs_error.labels(model, target).observe(err)
+        self.metrics.forecast_relative_error.labels(model, target).observe(
+            err / max(abs(expected), 1e-9))
 
     def _classify(self, d: _Device, r: Reading, m: LoadedModel) -> None:
         raw = self.windows.window_input(m.card, d.device, d.site)
