@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 
@@ -26,8 +27,19 @@ class _UTCFormatter(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
-def setup_logging(level: str = "INFO", stream: object = None) -> None:
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)  # type: ignore[arg-type]
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the event, not at set-up
+    (a test harness or a daemoniser may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _CurrentStderr(sys.stderr)
+    )
     handler.setFormatter(_UTCFormatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
