@@ -363,7 +363,10 @@ class StreamProcessor:
         for m in models:
             for fname, frange in m.card.training_ranges.items():
                 ranges.setdefault(fname, frange)
-            interval = interval or m.card.input.interval_s
+            # Only a model this device feeds sets its expected pace: an accelerometer
+            # classifier's 16 ms says nothing about a thermometer that reads every 3 s.
+            if m.card.input.interval_s and all(f in r.values for f in m.card.input.fields):
+                interval = max(interval or 0.0, m.card.input.interval_s)
         # Gap: judged once per reading, against the models' sampling interval.
         if interval and d.last_ts:
             gap_s = (r.ts - d.last_ts) / 1e9

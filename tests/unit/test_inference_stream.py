@@ -107,3 +107,27 @@ def test_forwarder_sends_alerts_with_context_and_summaries(models: ModelSet) -> 
     assert summary["anomalies"] >= 1  # type: ignore[operator]
     raw = registry.get_sample_value("edgeloop_forward_bytes_total", {"direction": "raw"})
     assert raw == 6000.0
+
+
+def test_a_fast_classifier_sets_no_pace_for_a_slow_thermometer() -> None:
+    # An accelerometer classifier sampled every 16 ms is loaded next to nothing else; a
+    # thermometer reading every 3 s does not feed it, so its pace must not raise gaps.
+    tiny = tm.build()
+    card = tiny.card(tm.CLASSIFY)
+    card = card.model_copy(update={"input": card.input.model_copy(update={"interval_s": 0.016})})
+    ms = ModelSet()
+    ms.swap(load(Bundle(card, tiny.files(tm.CLASSIFY)), "s", 1, [RuntimeKind.NUMPY]))
+    registry = CollectorRegistry()
+    sent: list[tuple[str, dict[str, object]]] = []
+    sp = StreamProcessor(StreamSettings(), ms, InferenceMetrics(registry),
+                         lambda t, p: sent.append((t, json.loads(p))), clock=lambda: T0 / 1e9)
+    for i in range(20):
+        sp.process(Reading(device="thermo", site="s", ts=T0 + i * 3 * 10**9, seq=i,
+                           values={"temp": 21.0}), raw_bytes=60)
+        sp.process(Reading(device="phone", site="s", ts=T0 + i * 16_000_000, seq=i,
+                           values={"aX": 0.1, "aY": 0.2, "aZ": 9.8}), raw_bytes=60)
+    # The phone that feeds the classifier keeps to 16 ms: no gap either; then it stalls.
+    sp.process(Reading(device="phone", site="s", ts=T0 + 2 * 10**9, seq=20,
+                       values={"aX": 0.1, "aY": 0.2, "aZ": 9.8}), raw_bytes=60)
+    gaps = [(t, m["device"]) for t, m in sent if t.endswith("/alert") and m["kind"] == "gap"]
+    assert gaps == [("edgeloop/v1/s/phone/alert", "phone")]
