@@ -13,6 +13,19 @@ from tests.support.servers import Mosquitto
 pytestmark = pytest.mark.integration
 
 
+def deliver(pub: MqttClient, got: queue.Queue[bytes], topic: str, payload: bytes) -> None:
+    """Publish until the subscriber has it (its subscription may still be landing)."""
+    for _ in range(50):
+        pub.publish(topic, payload).wait_for_publish(5)
+        try:
+            while got.get(timeout=0.2) != payload:
+                pass
+            return
+        except queue.Empty:
+            continue
+    pytest.fail(f"{payload!r} was never delivered on {topic}")
+
+
 @pytest.mark.parametrize("protocol", [Protocol.V5, Protocol.V311])
 def test_publish_subscribe_survives_broker_restart(
     mosquitto: Mosquitto, protocol: Protocol
@@ -27,21 +40,12 @@ def test_publish_subscribe_survives_broker_restart(
     pub.start()
     try:
         assert sub.wait_connected(10) and pub.wait_connected(10)
-        pub.publish("t/1", b"before").wait_for_publish(5)
-        assert got.get(timeout=5) == b"before"
+        # "Connected" is not "subscribed": the SUBACK may still be on its way.
+        deliver(pub, got, "t/1", b"before")
         mosquitto.kill()
         mosquitto.start()
         assert sub.wait_connected(40) and pub.wait_connected(40)
-        # Wait for the resubscription to land before publishing again.
-        for _ in range(50):
-            pub.publish("t/2", b"after").wait_for_publish(5)
-            try:
-                assert got.get(timeout=0.2) == b"after"
-                break
-            except queue.Empty:
-                continue
-        else:
-            pytest.fail("no delivery after broker restart")
+        deliver(pub, got, "t/2", b"after")
         assert sub.connects >= 2
     finally:
         pub.stop()
@@ -79,15 +83,7 @@ def test_shared_subscription_handler_is_called(mosquitto: Mosquitto) -> None:
     pub.start()
     try:
         assert sub.wait_connected(10) and pub.wait_connected(10)
-        for _ in range(50):
-            pub.publish("t/1/x", b"hello").wait_for_publish(5)
-            try:
-                assert got.get(timeout=0.2) == b"hello"
-                break
-            except queue.Empty:
-                continue
-        else:
-            pytest.fail("the shared subscription's handler was never called")
+        deliver(pub, got, "t/1/x", b"hello")
     finally:
         pub.stop()
         sub.stop()
