@@ -385,7 +385,12 @@ class StreamProcessor:
             if rng is None:
                 continue
             span = max(rng.max - rng.min, 1e-9)
-            lo, hi = rng.min - a.range_margin * span, rng.max + a.range_margin * span
+            # Hysteresis: raised beyond the range plus its margin, cleared only once back
+            # inside the range itself, so a sensor hovering at the margin does not flap.
+            if self.debounce.is_raised(d.site, d.device, AlertKind.OUT_OF_RANGE, name):
+                lo, hi = rng.min, rng.max
+            else:
+                lo, hi = rng.min - a.range_margin * span, rng.max + a.range_margin * span
             out = value < lo or value > hi
             if out:
                 self.metrics.quality.labels(AlertKind.OUT_OF_RANGE.value).inc()

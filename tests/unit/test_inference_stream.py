@@ -131,3 +131,20 @@ def test_a_fast_classifier_sets_no_pace_for_a_slow_thermometer() -> None:
                        values={"aX": 0.1, "aY": 0.2, "aZ": 9.8}), raw_bytes=60)
     gaps = [(t, m["device"]) for t, m in sent if t.endswith("/alert") and m["kind"] == "gap"]
     assert gaps == [("edgeloop/v1/s/phone/alert", "phone")]
+
+
+def test_out_of_range_clears_only_back_inside_the_training_range(models: ModelSet) -> None:
+    rng = models.get(tm.FORECAST).card.training_ranges["temp"]
+    span = rng.max - rng.min
+    margin_band = rng.max + 0.05 * span  # beyond the range, inside its 10 % margin
+    values = ([rng.mean] * 20 + [rng.max + 0.5 * span] * 10  # far out: raised
+              + [margin_band] * 30                           # hovering at the margin
+              + [rng.mean] * 20)                             # back inside: cleared
+    sent, _, _ = run(models, values, AlertSettings(relative=10.0, range_margin=0.1,
+                                                   raise_after=3, clear_after=5))
+    states = [s for k, s in kinds(sent) if k == "out_of_range"]
+    assert states == ["raised", "cleared"]
+    cleared_at = next(i for i, (t, m) in enumerate(sent)
+                      if t.endswith("/alert") and m["kind"] == "out_of_range"
+                      and m["state"] == "cleared")
+    assert sent[cleared_at][1]["ts"] >= T0 + 60 * 10**9  # not while hovering at the margin
