@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,8 +199,14 @@ def test_announcements_converge_when_the_broker_comes_up_later(
             "edgeloop_registry_announcements_total", {"result": "pending"}) == 1
         broker.start()
         try:
-            # paho reconnects with backoff; the registry re-announces on connect.
+            # paho reconnects with backoff; the registry re-announces on connect, on its own
+            # thread: wait for the broker's PUBACK before a late subscriber looks.
             assert server.announcer.wait_connected(30)
+            deadline = time.monotonic() + 30
+            while not registry.get_sample_value(
+                    "edgeloop_registry_announcements_total", {"result": "sent"}):
+                assert time.monotonic() < deadline, "no announcement after the broker came up"
+                time.sleep(0.05)
             ann = late_announcement(mqtt)
             assert (ann.version, ann.sha256) == (1, published.sha256)
         finally:

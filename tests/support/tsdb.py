@@ -136,7 +136,7 @@ class VictoriaMetrics(ServerProcess):
         return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
 
     def stored_seqs(self, measurement: str = "readings") -> dict[str, list[int]]:
-        """device -> every stored seq value (InfluxDB fields become ``<m>_<field>``)."""
+        """device -> every stored seq value, sorted (InfluxDB fields become ``<m>_<field>``)."""
         out: dict[str, list[int]] = {}
         for series in self.export(f'{{__name__="{measurement}_seq"}}'):
             metric = series["metric"]
@@ -144,7 +144,8 @@ class VictoriaMetrics(ServerProcess):
             values = series["values"]
             assert isinstance(values, list)
             out.setdefault(str(metric["device"]), []).extend(int(v) for v in values)
-        return out
+        # With reduce_mem_usage a series may come back in several blocks, in any order.
+        return {device: sorted(seqs) for device, seqs in out.items()}
 
 
 @pytest.fixture
