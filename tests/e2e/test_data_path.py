@@ -143,10 +143,9 @@ def complete(stored: dict[str, list[int]]) -> bool:
 def test_every_reading_is_stored_exactly_once_through_broker_and_ingest_kills(
     kind: str, tmp_path: Path
 ) -> None:
-    # Run as root, Mosquitto drops to the "mosquitto" user, which cannot write its
-    # persistence file into pytest's 0700 temp dir: then a SIGKILL loses every session.
-    broker = Mosquitto(tmp_path / "mosquitto",
-                       extra_config="user root\n" if os.geteuid() == 0 else "")
+    # The fixture keeps Mosquitto root when started as root, so its persistence file is
+    # written and sessions survive the SIGKILLs below.
+    broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
     procs: list[Proc] = []
     try:

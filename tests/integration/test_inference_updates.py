@@ -4,7 +4,6 @@ rollback; a broker restart mid-load."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -30,20 +29,6 @@ from tests.support import tiny_models as tm
 from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A Mosquitto whose persistence file is really written: run as root, Mosquitto drops
-    to the ``mosquitto`` user, which cannot write the test's temp dir, and then restarts
-    lose retained messages and sessions."""
-    extra = "user root\n" if os.geteuid() == 0 else ""
-    broker = Mosquitto(tmp_path / "broker", extra_config=extra)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +181,9 @@ def test_hot_swap_with_requests_in_flight_loses_none_and_bad_updates_are_refused
 
 
 def test_restart_without_network_serves_last_good_model_and_rollback_is_one_command(
-    persistent_broker: Mosquitto, tiny: tm.TinyModels, keys: KeyPair, served: tm.BundleServer,
+    mosquitto: Mosquitto, tiny: tm.TinyModels, keys: KeyPair, served: tm.BundleServer,
     tmp_path: Path,
 ) -> None:
-    mosquitto = persistent_broker
     out, model_dir = tmp_path / "bundles", tmp_path / "models"
     v1 = tm.signed_bundle(tiny, tm.FORECAST, 1, keys, out)
     v2 = tm.signed_bundle(tiny, tm.FORECAST_INT8, 2, keys, out, card_update={"name": tm.FORECAST})
@@ -247,9 +231,8 @@ def test_restart_without_network_serves_last_good_model_and_rollback_is_one_comm
 
 
 def test_broker_restart_mid_load_loses_no_accepted_request(
-    persistent_broker: Mosquitto, tiny: tm.TinyModels, keys: KeyPair, tmp_path: Path,
+    mosquitto: Mosquitto, tiny: tm.TinyModels, keys: KeyPair, tmp_path: Path,
 ) -> None:
-    mosquitto = persistent_broker
     b = tm.signed_bundle(tiny, tm.FORECAST, 1, keys, tmp_path / "bundles")
     tm.write_announcement(b)
     svc = make_service(mosquitto, keys, tmp_path / "models", bundles=[b.path])
