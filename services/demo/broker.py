@@ -7,18 +7,16 @@ wants; it speaks MQTT 3.1.1 only, so every edgeloop client must also work over 3
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.mqtt import Protocol
+from services.common.net import free_port, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +30,6 @@ autosave_interval 5
 log_dest file {workdir}/mosquitto.log
 listener {port} 127.0.0.1
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"broker did not listen on 127.0.0.1:{port}")
 
 
 def find_mosquitto() -> str | None:

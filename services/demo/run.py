@@ -42,7 +42,7 @@ from services.demo.report import SeriesPlot, plot_accel, plot_latency, plot_seri
 from services.demo.sources import RecordedDevice
 from services.demo.stack import SITE, Stack, start_stack
 from services.demo.summary import AlertSeen, DemoSummary, DeviceCount, EventSeen, ModelResult
-from services.ingest.storage import open_storage
+from services.ingest.storage import Storage, open_storage
 
 REPO = Path(__file__).resolve().parents[2]
 WORKSHOP_CSV = REPO / "data" / "aiot-workshop" / "aiot_workshop_data.csv"
@@ -253,6 +253,7 @@ class Demo:
         self.trained: dict[str, Path] = {}
         self._published_at: dict[tuple[str, int], float] = {}
         self._first_served: dict[tuple[str, int], float] = {}
+        self._storage: Storage | None = None
         self._polling = threading.Event()
         self.started = time.monotonic()
 
@@ -377,11 +378,10 @@ class Demo:
                 f"{qemu.url}, running its int8 forecaster on every reading")
 
     def _stored(self, device: str | None = None) -> int:
-        storage = open_storage(self.stack.storage_url)
-        try:
-            return storage.count(device)
-        finally:
-            storage.close()
+        # The status line asks several times a second: one read connection, kept open.
+        if self._storage is None:
+            self._storage = open_storage(self.stack.storage_url)
+        return self._storage.count(device)
 
     def _status(self) -> str:
         parts = [f"{d.name} {d.published():,}" for d in self.stack.devices]
@@ -742,6 +742,8 @@ class Demo:
                     part.stop()
                 except Exception:  # noqa: S110 - best effort on the way out
                     pass
+        if self._storage is not None:
+            self._storage.close()
         if self._stack is not None:
             self._stack.stop()
         if self.qemu is not None:

@@ -18,7 +18,8 @@ from services.collector.service import Collector
 from services.collector.source import Source
 from services.common.metrics import new_registry
 from services.common.mqtt import MqttSettings
-from services.demo.broker import DemoBroker, free_port, start_broker
+from services.common.net import free_port
+from services.demo.broker import DemoBroker, start_broker
 from services.inference.config import AlertSettings, InferenceConfig, StreamSettings
 from services.inference.service import InferenceService
 from services.ingest.config import IngestConfig

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from services.common.net import free_port
 from services.device.link import DeviceLink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,12 +58,6 @@ def elf(target: str, name: str = "firmware.elf") -> Path:
     return BUILD / target / name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_semihosted(target: str, image: Path, *, timeout_s: float = 120.0,
                    icount: bool = False) -> subprocess.CompletedProcess[str]:
     """Run a test/bench ELF whose semihosting exit status becomes QEMU's."""
@@ -83,8 +78,8 @@ class QemuDevice:
                  log_path: Path | None = None) -> None:
         self.target = target
         self.image = image or elf(target)
-        self.port = _free_port()
-        self.qmp_port = _free_port()
+        self.port = free_port()
+        self.qmp_port = free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
